@@ -1,0 +1,224 @@
+"""Canonical data shapes shared by the core and the adapters.
+
+The gateway speaks OpenAI Chat Completions at its edge, so the canonical request and response
+*are* OpenAI-shaped: a request keeps the client's decoded JSON body (so an OpenAI-compatible
+upstream gets every field it sent, known or not), and adapters translate from and to that shape.
+Typed accessors and TypedDicts describe the parts the gateway reads; nothing here does I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, NotRequired, TypedDict
+
+import orjson
+
+JSON = dict[str, Any]
+
+# ---------------------------------------------------------------- OpenAI wire shapes (read-only views)
+
+
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class Message(TypedDict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: NotRequired[str | list[JSON] | None]
+    name: NotRequired[str]
+    tool_calls: NotRequired[list[ToolCall]]
+    tool_call_id: NotRequired[str]
+
+
+def dumps(obj: Any) -> bytes:
+    """The one JSON encoder of the project (orjson: ~10x the standard library)."""
+    return orjson.dumps(obj)
+
+
+loads = orjson.loads
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated client request. `body` is the client's JSON with gateway-only fields removed."""
+
+    body: JSON
+    model: str  # the ID the client sent (or default_model)
+    stream: bool = False
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.body["messages"]  # type: ignore[no-any-return]
+
+    @property
+    def include_usage(self) -> bool:
+        """Did the client ask for the usage chunk at the end of a stream?"""
+        opts = self.body.get("stream_options")
+        return bool(opts and opts.get("include_usage"))
+
+    @property
+    def max_tokens(self) -> int | None:
+        b = self.body
+        value = b.get("max_completion_tokens")
+        if value is None:
+            value = b.get("max_tokens")
+        return value  # type: ignore[no-any-return]
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return self.body.get(name, default)
+
+
+@dataclass(slots=True)
+class EmbeddingsRequest:
+    body: JSON
+    model: str
+
+    @property
+    def inputs(self) -> list[Any]:
+        value = self.body["input"]
+        if isinstance(value, str) or (value and isinstance(value[0], int)):
+            return [value]
+        return list(value)
+
+
+# ---------------------------------------------------------------- usage and responses
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts as the provider reported them (completion includes reasoning tokens)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> JSON:
+        out: JSON = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
+
+    @classmethod
+    def from_openai(cls, u: Mapping[str, Any] | None) -> "Usage | None":
+        if not u:
+            return None
+        ptd = u.get("prompt_tokens_details") or {}
+        ctd = u.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
+            cached_tokens=int(ptd.get("cached_tokens") or 0),
+            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    """An OpenAI `chat.completion` body (model/id stamped by the encoder) plus parsed usage."""
+
+    body: JSON
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingsResponse:
+    body: JSON  # OpenAI embeddings list shape
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One canonical stream event.
+
+    `chunk` is an OpenAI `chat.completion.chunk` body; `id`, `created`, `object` and `model` may be
+    missing (the encoder stamps them). A chunk whose only job is to carry usage (`choices: []`)
+    sets `usage_only` so that the encoder can strip it when the client did not ask for usage.
+    """
+
+    chunk: JSON
+    usage: Usage | None = None
+    usage_only: bool = False
+
+
+# ---------------------------------------------------------------- upstream I/O shapes
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body) if self.body else None
+        except orjson.JSONDecodeError:
+            return None
+
+
+@dataclass(slots=True)
+class ServerSentEvent:
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+# ---------------------------------------------------------------- routing targets (resolved config)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """One upstream account, as the config describes it (secrets included: never log this)."""
+
+    name: str
+    adapter: str
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    api_version: str = ""
+    auth_header: str = ""  # e.g. "api-key"; empty: the adapter's default
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    unsupported_params: frozenset[str] = frozenset()  # OpenAI-compatible vendors' rejected fields
+    options: Mapping[str, Any] = field(default_factory=dict)  # adapter-specific knobs
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A provider and the upstream model name to send, plus route-level request policy."""
+
+    provider: ProviderSpec
+    model: str
+    weight: float = 1.0
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"max_tokens": 4096}
+    drop_unsupported: bool = False
+
+    @property
+    def key(self) -> str:
+        """Stable identity for cooldowns and load-balancing state."""
+        return f"{self.provider.name}/{self.model}"
