@@ -1,0 +1,58 @@
+"""A JSON-lines usage log: one JSON object (a `UsageRecord.to_dict()`) per line.
+
+Used as a writer behind `UsageSink` (in-process mode, and optionally next to Redis). Each batch
+is appended with one `write` in a worker thread, so the event loop never waits on the disk; the
+file is opened per batch, so an external log rotation (move + new file) is picked up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from gateway.accounting.record import UsageRecord
+from gateway.types import dumps, loads
+
+log = logging.getLogger(__name__)
+
+
+class JsonlWriter:
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+
+    async def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        if not records:
+            return 0
+        data = b"".join(dumps(r.to_dict()) + b"\n" for r in records)
+        await asyncio.to_thread(self._append, data)
+        return len(records)
+
+    async def close(self) -> None:
+        return None
+
+
+def read_jsonl(path: str | Path) -> Iterator[UsageRecord]:
+    """The records of a usage log, in order; unreadable lines are logged and skipped (a crash
+    may leave a torn last line)."""
+    p = Path(path)
+    if not p.exists():
+        return
+    with open(p, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield UsageRecord.from_dict(loads(line))
+            except (ValueError, TypeError) as exc:
+                log.warning("usage log %s line %d skipped: %s", p.name, n, type(exc).__name__)
