@@ -1,0 +1,264 @@
+"""Redis state backend: the algorithm of `spec` in Lua, one EVALSHA per slot group.
+
+Keys (prefix `my` by default) carry a hash tag so that every scope of one group lands in
+one Redis Cluster slot:
+
+* key and team scopes (limits and quotas) share `{t:<team>}` — or `{k:<key id>}` when the
+  request carries no team check. So: for a key that belongs to a team, always pass a team
+  `LimitCheck` (rpm/tpm may be None) to `acquire`, and `team=` to `usage`;
+* a model (route) scope has `{m:<route>}`, a provider scope `{p:<provider>}`.
+
+On a standalone Redis all scopes go into ONE script call whatever their tags. On a cluster
+each group is one script call, all sent concurrently (one round trip of wall time); if one
+group refuses, the groups that accepted are given back before the refusal is returned.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from gateway.limits.background import BackgroundTasks
+from gateway.limits.connection import RedisClient, connect
+from gateway.limits.scripts import ScriptSources
+from gateway.limits.spec import (
+    Decision, LimitCheck, QuotaCheck, QuotaSlot, QuotaUsage, Reservation, Window, active_limits,
+    quota_slot, tighter,
+)
+
+Clock = Callable[[], float]
+
+
+def _esc(ident: str) -> str:
+    return ident.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def slot_tag(scope: str, ident: str, team: str | None) -> str:
+    if scope in ("key", "team"):
+        return f"t:{_esc(team)}" if team is not None else f"k:{_esc(ident)}"
+    if scope == "model":
+        return f"m:{_esc(ident)}"
+    if scope == "provider":
+        return f"p:{_esc(ident)}"
+    return f"s:{_esc(scope)}:{_esc(ident)}"
+
+
+def team_of(checks: Sequence[LimitCheck], quotas: Sequence[QuotaCheck]) -> str | None:
+    """The team whose hash tag the key and team scopes of this request share."""
+    for c in checks:
+        if c.scope == "team":
+            return c.ident
+    for q in quotas:
+        if q.scope == "team":
+            return q.ident
+    return None
+
+
+def _num(v: int | float | None) -> str:
+    return "-1" if v is None else repr(v)
+
+
+@dataclass(slots=True)
+class _Group:
+    limits: list[LimitCheck] = field(default_factory=list)
+    quotas: list[QuotaSlot] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+
+class RedisBackend:
+    """`StateBackend` on Redis. `clock` (unix seconds) overrides the server's TIME: tests only."""
+
+    name = "redis"
+
+    def __init__(self, client: RedisClient, *, cluster: bool = False, prefix: str = "my",
+                 clock: Clock | None = None) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.prefix = prefix
+        self._clock = clock
+        src = ScriptSources.load()
+        self._acquire = client.register_script(src.acquire)
+        self._reconcile = client.register_script(src.reconcile)
+        self._cooldown = client.register_script(src.cooldown)
+        self._bg = BackgroundTasks()
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "my", clock: Clock | None = None,
+                 socket_timeout_s: float = 2.0) -> "RedisBackend":
+        client, cluster = connect(url, socket_timeout_s=socket_timeout_s)
+        return cls(client, cluster=cluster, prefix=prefix, clock=clock)
+
+    async def start(self) -> None:
+        """Check the connection and load the scripts (EVALSHA falls back to EVAL otherwise)."""
+        await self.client.ping()
+        for script in (self._acquire, self._reconcile, self._cooldown):
+            await self.client.script_load(script.script)
+
+    async def close(self) -> None:
+        await self._bg.drain()
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    # ------------------------------------------------------------------ planning
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else repr(self._clock() * 1000.0)
+
+    def _wall(self) -> float:
+        return self._clock() if self._clock is not None else time.time()
+
+    def _plan(self, limits: Sequence[LimitCheck], slots: Sequence[QuotaSlot],
+              team: str | None) -> list[_Group]:
+        groups: dict[str, _Group] = {}
+        p = self.prefix
+        for c in limits:
+            tag = slot_tag(c.scope, c.ident, team)
+            g = groups.setdefault(tag if self.cluster else "", _Group())
+            g.limits.append(c)
+            g.keys.append(f"{p}:rl:{{{tag}}}:{c.scope}:{_esc(c.ident)}")
+        quota_keys: dict[str, list[str]] = {}
+        for s in slots:
+            tag = slot_tag(s.check.scope, s.check.ident, team)
+            g = groups.setdefault(tag if self.cluster else "", _Group())
+            g.quotas.append(s)
+            quota_keys.setdefault(tag if self.cluster else "", []).append(
+                f"{p}:q:{{{tag}}}:{s.check.scope}:{_esc(s.check.ident)}:{s.period_key}")
+        for name, keys in quota_keys.items():
+            groups[name].keys.extend(keys)
+        return list(groups.values())
+
+    # ------------------------------------------------------------------ acquire
+
+    async def _run_acquire(self, g: _Group, now: str, est: int) -> list[int]:
+        args: list[str | int] = [now, len(g.limits), len(g.quotas), est]
+        for c in g.limits:
+            args += (_num(c.rpm), _num(c.tpm))
+        for s in g.quotas:
+            args += (_num(s.check.tokens), _num(s.check.usd), s.expire_at)
+        return await self._acquire(keys=g.keys, args=args)  # type: ignore[no-any-return]
+
+    async def acquire(
+        self, checks: Sequence[LimitCheck], estimate_tokens: int,
+        quotas: Sequence[QuotaCheck] = (),
+    ) -> Decision:
+        limits = active_limits(checks)
+        est = max(0, int(estimate_tokens))
+        slots = tuple(quota_slot(q, self._wall()) for q in quotas)
+        groups = self._plan(limits, slots, team_of(checks, quotas))
+        now = self._now_arg()
+        if len(groups) == 1:
+            replies = [await self._run_acquire(groups[0], now, est)]
+        else:
+            replies = list(await asyncio.gather(
+                *(self._run_acquire(g, now, est) for g in groups), return_exceptions=True))
+            failed = [r for r in replies if isinstance(r, BaseException)]
+            if failed:
+                await self._undo([g for g, r in zip(groups, replies)
+                                  if not isinstance(r, BaseException) and r[0] == 0], est)
+                raise failed[0]
+        return await self._decide(groups, replies, limits, slots, est)
+
+    async def _decide(self, groups: list[_Group], replies: list[Any],
+                      limits: tuple[LimitCheck, ...], slots: tuple[QuotaSlot, ...],
+                      est: int) -> Decision:
+        req: Window | None = None
+        tok: Window | None = None
+        refusal: Decision | None = None
+        for g, rep in zip(groups, replies):
+            status, index, retry_ms = int(rep[0]), int(rep[1]), int(rep[2])
+            if rep[3] >= 0:
+                c = g.limits[int(rep[9]) - 1]
+                req = tighter(req, Window(c.scope, int(rep[3]), int(rep[4]), rep[5] / 1000.0))
+            if rep[6] >= 0:
+                c = g.limits[int(rep[10]) - 1]
+                tok = tighter(tok, Window(c.scope, int(rep[6]), int(rep[7]), rep[8] / 1000.0))
+            if status == 2 and (refusal is None or not refusal.quota_exceeded):
+                q = g.quotas[index - 1].check
+                refusal = Decision(False, refused_scope=q.scope, refused_ident=q.ident,
+                                   quota_exceeded=True)
+            elif status == 1 and (refusal is None or (not refusal.quota_exceeded
+                                                       and retry_ms / 1000 > refusal.retry_after_s)):
+                c = g.limits[index - 1]
+                refusal = Decision(False, refused_scope=c.scope, refused_ident=c.ident,
+                                   retry_after_s=retry_ms / 1000.0)
+        if refusal is not None:
+            if len(groups) > 1:
+                await self._undo([g for g, r in zip(groups, replies) if r[0] == 0], est)
+            refusal.requests, refusal.tokens = req, tok
+            return refusal
+        res = Reservation(limits, slots, est, self.name, plan=groups)
+        return Decision(True, reservation=res, requests=req, tokens=tok)
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _settle(self, g: _Group, delta: int, back: int, tokens: int, usd: float) -> None:
+        args: list[str | int] = [self._now_arg(), len(g.limits), len(g.quotas), delta, back]
+        for c in g.limits:
+            args += (_num(c.rpm), _num(c.tpm))
+        for s in g.quotas:
+            args += (tokens, repr(usd) if usd else "0", -back, s.expire_at)
+        await self._reconcile(keys=g.keys, args=args)
+
+    async def _undo(self, groups: list[_Group], est: int) -> None:
+        await asyncio.gather(*(self._settle(g, -est, 1, 0, 0.0) for g in groups))
+
+    async def reconcile(self, reservation: Reservation, actual_tokens: int,
+                        cost_usd: float = 0.0) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        actual = max(0, int(actual_tokens))
+        delta = actual - reservation.estimate
+        groups = [g for g in reservation.plan
+                  if g.quotas or (delta and any(c.tpm is not None for c in g.limits))]
+        await asyncio.gather(*(self._settle(g, delta, 0, actual, cost_usd) for g in groups))
+
+    def reconcile_soon(self, reservation: Reservation, actual_tokens: int,
+                       cost_usd: float = 0.0) -> None:
+        self._bg.spawn(self.reconcile(reservation, actual_tokens, cost_usd))
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        await self._undo(reservation.plan, reservation.estimate)
+
+    async def usage(self, quotas: Sequence[QuotaCheck],
+                    team: str | None = None) -> list[QuotaUsage]:
+        slots = [quota_slot(q, self._wall()) for q in quotas]
+        out = []
+        for g in self._plan((), slots, team if team is not None else team_of((), quotas)):
+            for s, key in zip(g.quotas, g.keys):
+                req, tok, usd = await self.client.hmget(key, ["req", "tok", "usd"])
+                q = s.check
+                out.append(QuotaUsage(q.scope, q.ident, q.period, s.period_key,
+                                      int(req or 0), int(tok or 0), round(float(usd or 0), 9),
+                                      q.tokens, q.usd).fill_remaining())
+        order = {(q.scope, q.ident): i for i, q in enumerate(quotas)}
+        return sorted(out, key=lambda u: order[(u.scope, u.ident)])
+
+    # ------------------------------------------------------------------ cooldowns
+
+    @property
+    def _cd_key(self) -> str:
+        return f"{self.prefix}:{{cd}}"
+
+    def _cd_now(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+    async def trip(self, target_key: str, seconds: float) -> None:
+        ms = max(1, int(seconds * 1000))
+        await self._cooldown(keys=[self._cd_key], args=["trip", target_key, ms, self._cd_now()])
+
+    async def clear(self, target_key: str) -> None:
+        await self._cooldown(keys=[self._cd_key], args=["clear", target_key, 0, self._cd_now()])
+
+    async def cooled(self) -> dict[str, float]:
+        rows = await self._cooldown(keys=[self._cd_key], args=["read", "", 0, self._cd_now()])
+        local = self._wall()
+        server_now = int(rows[0])
+        return {(k.decode() if isinstance(k, bytes) else str(k)): local + (int(u) - server_now) / 1000
+                for k, u in zip(rows[1::2], rows[2::2])}
