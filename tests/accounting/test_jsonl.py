@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from gateway.accounting.jsonl import JsonlWriter, read_jsonl
+from gateway.accounting.memory_store import MemoryUsageStore
+from gateway.accounting.sink import UsageSink
+from tests.accounting.factory import random_records
+
+
+async def test_jsonl_lines_parse_and_replay(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "usage.jsonl"
+    store = MemoryUsageStore()
+    sink = UsageSink([store, JsonlWriter(path)], batch_size=16)
+    await sink.start()
+    records = random_records(50)
+    for r in records:
+        sink.submit(r)
+    sink.submit(records[0])  # duplicate: not written twice
+    await sink.close()
+
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 50
+    first = orjson.loads(lines[0])
+    assert first["request_id"] == records[0].request_id
+    assert first["cost_usd"] == records[0].cost_usd and first["priced"] == records[0].priced
+    assert [orjson.loads(x)["request_id"] for x in lines] == [r.request_id for r in records]
+
+    # a crash may leave a torn last line: it is skipped, the rest replays
+    with open(path, "ab") as f:
+        f.write(b'{"request_id": "torn", "ts": 1')
+    replay = MemoryUsageStore()
+    assert replay.load(read_jsonl(path)) == 50
+    assert await replay.key_totals("k-ads", "total") == await store.key_totals("k-ads", "total")
+    assert list(read_jsonl(tmp_path / "absent.jsonl")) == []
