@@ -14,7 +14,8 @@ HI = [{"role": "user", "content": "Hi"}]
 
 
 def test_route_default_max_tokens_and_client_value_wins() -> None:
-    assert upstream_body({"messages": HI}, target(defaults={"max_tokens": 777}))["max_tokens"] == 777
+    route = target(defaults={"max_tokens": 777})
+    assert upstream_body({"messages": HI}, route)["max_tokens"] == 777
     body = {"messages": HI, "max_completion_tokens": 55}
     assert upstream_body(body, target(defaults={"max_tokens": 777}))["max_tokens"] == 55
     assert upstream_body({"messages": HI, "max_tokens": 9})["max_tokens"] == 9
@@ -102,7 +103,8 @@ def test_tool_results_then_user_text_share_one_turn_results_first() -> None:
 def test_empty_and_whitespace_text_is_dropped() -> None:
     body = upstream_body({"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "  "},
-        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "b"}]}]})
+        {"role": "user", "content": [{"type": "text", "text": ""},
+                                     {"type": "text", "text": "b"}]}]})
     assert body["messages"] == [{"role": "user", "content": [
         {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
 

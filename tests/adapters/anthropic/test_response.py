@@ -15,7 +15,8 @@ REQ = {"messages": [{"role": "user", "content": "Hi"}]}
 # PROVIDERS §2.7: the assembled non-streaming form of the §7.2 recorded stream.
 RECORDED = {"id": "msg_019Q1hrJbZG26Fb9BQhrkHEr", "type": "message", "role": "assistant",
             "model": "claude-sonnet-4-20250514",
-            "content": [{"type": "text", "text": "I'll check the current weather in Paris for you."},
+            "content": [{"type": "text",
+                         "text": "I'll check the current weather in Paris for you."},
                         {"type": "tool_use", "id": "toolu_01NRLabsLyVHZPKxbKvkfSMn",
                          "name": "get_weather", "input": {"location": "Paris"}}],
             "stop_reason": "tool_use", "stop_sequence": None,
