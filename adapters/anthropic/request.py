@@ -4,8 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from adapters.anthropic.wire import (
     API_VERSION,
     DEFAULT_BASE_URL,
@@ -373,7 +371,7 @@ def _assistant_blocks(m: JSON, where: str) -> list[JSON]:
         raw = fn.get("arguments") or "{}"
         try:
             args = loads(raw) if isinstance(raw, str) else raw
-        except orjson.JSONDecodeError:
+        except ValueError:  # orjson.JSONDecodeError
             args = None
         if not isinstance(args, dict):
             raise InvalidRequest("tool call arguments must be a JSON object for anthropic",
