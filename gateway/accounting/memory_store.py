@@ -24,6 +24,13 @@ METRICS = ("requests", "errors", "unpriced", "prompt_tokens", "completion_tokens
 Cell = tuple[str, str, str, str, str]  # key, team, model, provider, user
 
 
+def _int(raw: Any) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return int(float(raw))
+
+
 @dataclass(slots=True)
 class Totals:
     requests: int = 0
@@ -47,7 +54,7 @@ class Totals:
         for name in METRICS:
             raw = values.get(name)
             if raw is not None:
-                setattr(t, name, float(raw) if name == "cost_usd" else int(float(raw)))
+                setattr(t, name, float(raw) if name == "cost_usd" else _int(raw))
         return t
 
     def add(self, other: "Totals") -> None:
