@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from adapters.anthropic.wire import (
     API_VERSION,
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 # OpenAI fields Anthropic has no equivalent for, with the value that means "not used" (a client
 # sending the neutral value, e.g. `n: 1` or `logprobs: false`, is not refused).
-_UNSUPPORTED_NEUTRAL: dict[str, Any] = {
+_UNSUPPORTED_NEUTRAL: Mapping[str, Any] = MappingProxyType({
     "n": 1,
     "presence_penalty": 0,
     "frequency_penalty": 0,
@@ -40,7 +41,7 @@ _UNSUPPORTED_NEUTRAL: dict[str, Any] = {
     "functions": None,
     "function_call": None,
     "verbosity": None,
-}
+})
 # Fields read below (or harmless client hints) that must not reach the "unknown field" log.
 _HANDLED = frozenset({
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",

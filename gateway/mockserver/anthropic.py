@@ -24,20 +24,21 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
 
-_ERROR_STATUS = {
+_ERROR_STATUS = MappingProxyType({
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
     "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
-}
-_MODELS = [("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+})
+_MODELS = (("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
            ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
-           ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z")]
+           ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"))
 
 
 @dataclass
