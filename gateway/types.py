@@ -205,6 +205,7 @@ class ProviderSpec:
     auth_header: str = ""  # e.g. "api-key"; empty: the adapter's default
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     unsupported_params: frozenset[str] = frozenset()  # OpenAI-compatible vendors' rejected fields
+    key_required: bool = False  # an empty api_key means the account is not configured yet
     options: Mapping[str, Any] = field(default_factory=dict)  # adapter-specific knobs
 
 

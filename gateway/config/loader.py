@@ -1,0 +1,196 @@
+"""YAML → `${VAR}` expansion → strict typed decode → cross-checks → one frozen `GatewayConfig`.
+
+`load_config(path)` raises `ConfigError` listing every problem at once, each with its path in the
+file (`routes."openai/gpt-4o".targets[0].provider: unknown provider 'opneai'`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from gateway.config.decode import decode, decode_dataclass, fmt_path
+from gateway.config.schema import GatewayConfig, Price, RouteConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SHIPPED_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.yaml"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        head = f"invalid config {source}".strip()
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def expand_env(node: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string, with shell meaning for `:-`.
+
+    A scalar that is exactly one reference takes the YAML type of its value (`port: ${PORT}`
+    gives an integer); an empty value stays an empty string.
+    """
+    if isinstance(node, dict):
+        return {k: expand_env(v, fmt_path(path, str(k)), env, errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, fmt_path(path, i), env, errors) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name, "")
+        if value:
+            return value
+        if default is not None:
+            return default
+        errors.append(f"{path}: environment variable {name} is not set")
+        return ""
+
+    whole = _VAR.fullmatch(node) is not None
+    out = _VAR.sub(sub, node)
+    if whole and out:
+        try:
+            typed = yaml.safe_load(out)
+        except yaml.YAMLError:
+            return out
+        if isinstance(typed, (int, float, bool)):
+            return typed
+    return out
+
+
+def parse_config(text: str, *, source: str = "", env: Mapping[str, str] | None = None,
+                 base_dir: Path | None = None) -> GatewayConfig:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"YAML syntax: {exc}"], source) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["config: the top level must be a mapping"], source)
+    errors: list[str] = []
+    data = expand_env(data, "", os.environ if env is None else env, errors)
+    cfg: GatewayConfig = decode_dataclass(GatewayConfig, data, "", errors)
+    if cfg is None:
+        raise ConfigError(errors, source)
+    prices = _load_prices(cfg, base_dir, errors)
+    cfg = _resolve_prices(cfg, prices, errors)
+    errors += cross_check(cfg)
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from None
+    return parse_config(text, source=str(p), env=env, base_dir=p.resolve().parent)
+
+
+def _load_prices(cfg: GatewayConfig, base_dir: Path | None, errors: list[str]) -> dict[str, Price]:
+    """The prices file (shipped table unless `prices_file`), with inline `prices:` on top."""
+    path = Path(cfg.prices_file) if cfg.prices_file else SHIPPED_PRICES
+    if not path.is_absolute() and base_dir is not None and cfg.prices_file:
+        path = base_dir / path
+    table: Any = {}
+    if cfg.prices_file or path.exists():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            table = data.get("prices", data) if isinstance(data, dict) else {}
+        except (OSError, yaml.YAMLError) as exc:
+            errors.append(f"prices_file: cannot load {path}: {exc}")
+    out = decode(dict[str, Price], table, "prices_file", errors)
+    return {**(out if isinstance(out, dict) else {}), **cfg.prices}
+
+
+def find_price(prices: Mapping[str, Price], name: str) -> Price | None:
+    """By full name (`openai/gpt-4o`), else the one entry whose name after the vendor matches."""
+    hit = prices.get(name)
+    if hit is not None:
+        return hit
+    tail = name.split("/", 1)[-1]
+    matches = [p for k, p in prices.items() if k.split("/", 1)[-1] == tail]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _resolve_prices(cfg: GatewayConfig, prices: dict[str, Price], errors: list[str]) -> GatewayConfig:
+    routes: dict[str, RouteConfig] = {}
+    for rid, route in cfg.routes.items():
+        if isinstance(route.price, str) and route.price != "auto":
+            price = find_price(prices, route.price)
+            if price is None:
+                errors.append(f"{fmt_path(fmt_path('routes', rid), 'price')}: "
+                              f"no price named {route.price!r} in the prices file")
+            route = dataclasses.replace(route, price=price)
+        routes[rid] = route
+    return dataclasses.replace(cfg, routes=routes, prices=prices)
+
+
+def _resolves(cfg: GatewayConfig, model_id: str) -> str | None:
+    """The route ID `model_id` lands on (following aliases), or None. Cycles return None."""
+    seen: set[str] = set()
+    current = model_id
+    while current not in seen:
+        seen.add(current)
+        route = cfg.routes.get(current)
+        if route is None:
+            vendor = current.split("/", 1)[0]
+            return f"{vendor}/*" if "/" in current and f"{vendor}/*" in cfg.routes else None
+        if route.alias is None:
+            return current
+        current = route.alias
+    return None
+
+
+def cross_check(cfg: GatewayConfig) -> list[str]:
+    errors: list[str] = []
+    for rid, route in cfg.routes.items():
+        rpath = fmt_path("routes", rid)
+        if "*" in rid and not (rid.endswith("/*") and rid.count("*") == 1):
+            errors.append(f"{rpath}: a wildcard route must look like 'vendor/*'")
+        for i, t in enumerate(route.targets):
+            if t.provider not in cfg.providers:
+                errors.append(f"{fmt_path(rpath, 'targets')}[{i}].provider: "
+                              f"unknown provider {t.provider!r}")
+            elif not t.model and "/" not in rid:
+                errors.append(f"{fmt_path(rpath, 'targets')}[{i}].model: required when the "
+                              f"route ID has no 'vendor/' prefix")
+        if route.alias is not None:
+            errors += _check_alias(cfg, rid, rpath)
+        for kind in ("fallbacks", "context_fallbacks"):
+            for i, fb in enumerate(getattr(route, kind)):
+                if _resolves(cfg, fb) is None:
+                    errors.append(f"{fmt_path(rpath, kind)}[{i}]: no route for model {fb!r}")
+                elif _resolves(cfg, fb) == _resolves(cfg, rid):
+                    errors.append(f"{fmt_path(rpath, kind)}[{i}]: a route cannot fall back to itself")
+    if cfg.default_model and _resolves(cfg, cfg.default_model) is None:
+        errors.append(f"default_model: no route for model {cfg.default_model!r}")
+    ids = [k.id for k in cfg.auth.keys]
+    for i, kid in enumerate(ids):
+        if kid in ids[:i]:
+            errors.append(f"auth.keys[{i}].id: duplicate key id {kid!r}")
+    if cfg.server.workers > 1 and not cfg.state.redis_url:
+        errors.append("server.workers: more than one worker needs state.redis_url "
+                      "(limits must stay exact across processes)")
+    return errors
+
+
+def _check_alias(cfg: GatewayConfig, rid: str, rpath: str) -> list[str]:
+    chain = [rid]
+    current = cfg.routes[rid].alias
+    while current is not None:
+        if current in chain:
+            return [f"{fmt_path(rpath, 'alias')}: alias cycle {' -> '.join(chain + [current])}"]
+        chain.append(current)
+        route = cfg.routes.get(current)
+        if route is None:
+            if _resolves(cfg, current) is None:
+                return [f"{fmt_path(rpath, 'alias')}: alias to nowhere: no route for {current!r}"]
+            return []
+        current = route.alias
+    return []

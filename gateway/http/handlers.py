@@ -1,0 +1,112 @@
+"""Thin handlers: decode → pipeline → encode."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
+from gateway.http.keys import SERVICES, STATE
+from gateway.metrics import exposition
+from gateway.pipeline import Reply, RequestContext, StreamReply
+from gateway.types import dumps, loads
+
+_JSON = "application/json"
+
+
+async def read_json(request: web.Request) -> tuple[Any, int]:
+    ctype = request.content_type
+    if ctype != _JSON and not ctype.endswith("+json"):
+        raise InvalidRequest(f"Content-Type must be application/json, got '{ctype or 'none'}'",
+                             code="unsupported_content_type")
+    limit = request.app[STATE].max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"the request body is larger than server.max_body_mb "
+                           f"({limit // (1024 * 1024)} MiB)")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"the request body is larger than server.max_body_mb "
+                           f"({limit // (1024 * 1024)} MiB)") from None
+    try:
+        return loads(raw), len(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") \
+            from None
+
+
+async def context(request: web.Request) -> RequestContext:
+    svc = request.app[SERVICES]
+    principal = await svc.auth.authenticate(request.headers)
+    trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
+    request["principal"] = principal
+    return RequestContext(request["request_id"], principal, time.perf_counter(), time.time(),
+                          trace=trace)
+
+
+async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamResponse:
+    if isinstance(reply, Reply):
+        return web.Response(status=reply.status, body=reply.body, content_type=_JSON,
+                            headers=reply.headers)
+    reply.headers["x-request-id"] = request["request_id"]
+    resp = web.StreamResponse(status=200, headers=reply.headers)
+    resp.enable_chunked_encoding()
+    frames = reply.frames
+    try:
+        await resp.prepare(request)
+        async for frame in frames:
+            await resp.write(frame)
+    except ConnectionResetError:
+        pass  # the client left: closing the frames below cancels the upstream call
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]
+    return resp
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx = await context(request)
+    body, ctx.body_size = await read_json(request)
+    svc = request.app[SERVICES]
+    return await send(request, await svc.pipeline.chat(ctx, body))
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    ctx = await context(request)
+    body, ctx.body_size = await read_json(request)
+    svc = request.app[SERVICES]
+    return await send(request, await svc.pipeline.embeddings(ctx, body))
+
+
+async def models(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    principal = await svc.auth.authenticate(request.headers)
+    data = []
+    for mid in svc.routes.listed_models():
+        try:
+            route_id = svc.routes.resolve(mid).route.id
+        except Exception:
+            continue
+        if principal.may_use(mid, route_id):
+            data.append({"id": mid, "object": "model", "created": 0,
+                         "owned_by": mid.split("/", 1)[0] if "/" in mid else "modelyard"})
+    return web.Response(body=dumps({"object": "list", "data": data}), content_type=_JSON)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    problem = state.not_ready_reason()
+    if problem:
+        raise ServiceUnavailable(f"not ready: {problem}", code="not_ready")
+    return web.Response(body=b'{"status":"ready"}', content_type=_JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, ctype = exposition()
+    resp = web.Response(body=body)
+    resp.headers["content-type"] = ctype
+    return resp

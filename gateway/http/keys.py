@@ -1,0 +1,10 @@
+"""Typed application keys."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+SERVICES: web.AppKey[Any] = web.AppKey("services", object)
+RESOURCES: web.AppKey[Any] = web.AppKey("resources", object)
+STATE: web.AppKey[Any] = web.AppKey("state", object)  # lifecycle flags (ready, draining)

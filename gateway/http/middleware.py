@@ -1,0 +1,51 @@
+"""Request id, errors → OpenAI JSON, body limits. Tracebacks are logged, never sent."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.errors import GatewayError
+from gateway.types import dumps
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: GatewayError, request_id: str) -> web.Response:
+    headers = dict(exc.headers)
+    headers["x-request-id"] = request_id
+    return web.Response(status=exc.status, body=dumps(exc.to_json()),
+                        content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if len(rid) > 128:
+        rid = rid[:128]
+    request["request_id"] = rid
+    try:
+        resp = await handler(request)
+    except GatewayError as exc:
+        return error_response(exc, rid)
+    except web.HTTPException as exc:
+        status = exc.status
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            status, "http_error")
+        body = {"error": {"message": exc.reason if status != 413 else
+                          "the request body is larger than server.max_body_mb",
+                          "type": "invalid_request_error", "param": None, "code": code}}
+        return web.Response(status=status, body=dumps(body), content_type="application/json",
+                            headers={"x-request-id": rid})
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": rid})
+        body = {"error": {"message": f"internal error (request id {rid})", "type": "server_error",
+                          "param": None, "code": "internal_error"}}
+        return web.Response(status=500, body=dumps(body), content_type="application/json",
+                            headers={"x-request-id": rid})
+    if not resp.prepared:
+        resp.headers["x-request-id"] = rid
+    return resp

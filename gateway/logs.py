@@ -1,0 +1,51 @@
+"""Logging set-up: one JSON object per line (default) or readable text for a terminal."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from gateway.types import dumps
+
+_STD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in _STD:
+                if isinstance(v, dict) and k == "access":
+                    out.update(v)
+                else:
+                    out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return dumps(out).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STD}
+        access = extras.pop("access", None)
+        if isinstance(access, dict):
+            extras.update(access)
+        tail = " ".join(f"{k}={v}" for k, v in extras.items() if v not in (None, ""))
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} " \
+               f"{record.levelname:<7} {record.name}: {record.getMessage()} {tail}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(fmt: str = "json", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").disabled = True

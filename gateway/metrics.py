@@ -1,0 +1,135 @@
+"""Every Prometheus collector, with fixed bounded labels, and small `observe_*` helpers.
+
+Label values are bounded: `model` is the route ID (a wildcard route's concrete IDs up to
+`metrics.max_models`, then `other`), `team` comes from the configured teams (else `other`),
+`provider` from the config. Key IDs, user IDs and prompts are never labels. With `--workers N`
+the CLI sets PROMETHEUS_MULTIPROC_DIR before this module is imported, and `/metrics` aggregates
+every worker's values.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+NS = "modelyard"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+REQUESTS = Counter(f"{NS}_requests_total", "Client requests by route model, provider and the "
+                   "HTTP status sent to the client", ["model", "provider", "status"])
+DURATION = Histogram(f"{NS}_request_duration_seconds", "Whole client request duration",
+                     ["model", "provider"], buckets=LATENCY_BUCKETS)
+TTFT = Histogram(f"{NS}_time_to_first_token_seconds", "Time to the first byte of the answer "
+                 "(first stream event)", ["model", "provider"], buckets=LATENCY_BUCKETS)
+OVERHEAD = Histogram(f"{NS}_overhead_seconds", "Time spent in the gateway itself, upstream "
+                     "excluded", ["model"], buckets=OVERHEAD_BUCKETS)
+TOKENS = Counter(f"{NS}_tokens_total", "Tokens by type (prompt|completion|cached|reasoning)",
+                 ["model", "provider", "team", "type"])
+COST = Counter(f"{NS}_cost_usd_total", "Cost in USD", ["model", "team"])
+RATE_LIMITED = Counter(f"{NS}_rate_limited_total", "Requests refused by a gateway limit or "
+                       "quota", ["scope", "team"])
+RETRIES = Counter(f"{NS}_retries_total", "Upstream retries by reason (status code, timeout, "
+                  "connect)", ["provider", "reason"])
+FALLBACKS = Counter(f"{NS}_fallbacks_total", "Requests answered by a fallback route",
+                    ["from_model", "to_model"])
+UPSTREAM_ERRORS = Counter(f"{NS}_upstream_errors_total", "Failed upstream attempts",
+                          ["provider", "status"])
+INFLIGHT = Gauge(f"{NS}_inflight_requests", "Requests in flight", ["model"],
+                 multiprocess_mode="livesum")
+PROVIDER_UP = Gauge(f"{NS}_provider_up", "1 while any of the provider's targets is in rotation",
+                    ["provider"], multiprocess_mode="livemin")
+USAGE_DROPPED = Counter(f"{NS}_usage_records_dropped_total", "Usage records dropped because the "
+                        "buffer was full")
+CONFIG_RELOADS = Counter(f"{NS}_config_reloads_total", "Config reloads by result (ok|error)",
+                         ["result"])
+REDIS_UP = Gauge(f"{NS}_redis_up", "1 while Redis answers (absent without Redis)",
+                 multiprocess_mode="livemin")
+REDIS_ERRORS = Counter(f"{NS}_redis_errors_total", "Redis calls that failed or ran over budget")
+REDIS_LATENCY = Histogram(f"{NS}_redis_latency_seconds", "Redis round-trip time of the limit "
+                          "check", buckets=REDIS_BUCKETS)
+QUOTA_REMAINING = Gauge(f"{NS}_quota_remaining_ratio", "Share of a team's quota left (0..1)",
+                        ["team"], multiprocess_mode="livemin")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition, aggregated over worker processes in multiprocess mode."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """Per-app label policy plus cached children (label lookups are the costly part)."""
+
+    def __init__(self, teams: Iterable[str], max_models: int = 200) -> None:
+        self.teams = frozenset(teams)
+        self.max_models = max_models
+        self._models: set[str] = set()
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def model_label(self, model: str, wildcard: bool) -> str:
+        if not wildcard or model in self._models:
+            return model
+        if len(self._models) < self.max_models:
+            self._models.add(model)
+            return model
+        return "other"
+
+    def team_label(self, team: str) -> str:
+        if not team:
+            return "none"
+        return team if team in self.teams else "other"
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # ------------------------------------------------------------ helpers used by the core
+    def request_done(self, model: str, provider: str, status: int, duration_s: float,
+                     overhead_s: float | None) -> None:
+        self._child(REQUESTS, model, provider, str(status)).inc()
+        if provider != "none":
+            self._child(DURATION, model, provider).observe(duration_s)
+        if overhead_s is not None:
+            self._child(OVERHEAD, model).observe(max(overhead_s, 0.0))
+
+    def ttft(self, model: str, provider: str, seconds: float) -> None:
+        self._child(TTFT, model, provider).observe(seconds)
+
+    def tokens(self, model: str, provider: str, team: str, prompt: int, completion: int,
+               cached: int, reasoning: int, cost_usd: float) -> None:
+        for kind, n in (("prompt", prompt), ("completion", completion), ("cached", cached),
+                        ("reasoning", reasoning)):
+            if n:
+                self._child(TOKENS, model, provider, team, kind).inc(n)
+        if cost_usd:
+            self._child(COST, model, team).inc(cost_usd)
+
+    def rate_limited(self, scope: str, team: str) -> None:
+        self._child(RATE_LIMITED, scope, team).inc()
+
+    def retry(self, provider: str, reason: str) -> None:
+        self._child(RETRIES, provider, reason).inc()
+
+    def upstream_error(self, provider: str, reason: str) -> None:
+        self._child(UPSTREAM_ERRORS, provider, reason).inc()
+
+    def fallback(self, from_model: str, to_model: str) -> None:
+        self._child(FALLBACKS, from_model, to_model).inc()
+
+    def inflight(self, model: str) -> Any:
+        return self._child(INFLIGHT, model)
+
+    def provider_up(self, provider: str, up: bool) -> None:
+        self._child(PROVIDER_UP, provider).set(1 if up else 0)

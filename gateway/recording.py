@@ -1,0 +1,174 @@
+"""Record usage → reconcile: the end of every request, whatever happened to it.
+
+`Recorder.finish()` runs once per client request (from the pipeline's `finally`, or when a stream
+relay ends): it prices the usage, updates metrics, hands the record to the usage sink (which never
+blocks), schedules the limit reconcile off the response path, keeps the trace when asked, and
+writes the access-log line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.accounting.record import UsageRecord
+from gateway.errors import GatewayError, RateLimited, QuotaExceeded
+from gateway.types import Usage
+
+access_log = logging.getLogger("modelyard.access")
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RecState:
+    record: UsageRecord
+    ctx: Any
+    route: Any = None
+    reservation: Any = None
+    call: Any = None
+    t_dispatch: float = 0.0
+    t_answered: float = 0.0
+    t_encoded: float = 0.0
+    t_first_byte: float = 0.0
+
+    def mark_dispatch(self) -> None:
+        self.t_dispatch = time.perf_counter()
+
+    def mark_answered(self) -> None:
+        self.t_answered = time.perf_counter()
+
+    def mark_encoded(self) -> None:
+        self.t_encoded = time.perf_counter()
+
+    def mark_first_byte(self) -> None:
+        self.t_first_byte = time.perf_counter()
+
+    def take_usage(self, u: Usage | None) -> None:
+        if u is None:
+            return
+        r = self.record
+        r.prompt_tokens, r.completion_tokens = u.prompt_tokens, u.completion_tokens
+        r.cached_tokens, r.reasoning_tokens = u.cached_tokens, u.reasoning_tokens
+
+    def failed(self, exc: GatewayError) -> None:
+        self.record.status = exc.status
+        self.record.error_type = exc.code or exc.type
+        scope = limit_scope(exc)
+        if scope is not None:
+            self.record.extra["limit_scope"] = scope
+
+
+class Recorder:
+    def __init__(self, *, metrics: Any, sink: Any, limits: Any, traces: Any,
+                 trace_ttl_s: float, access: bool = True) -> None:
+        self.metrics = metrics
+        self.sink = sink
+        self.limits = limits
+        self.traces = traces
+        self.trace_ttl_s = trace_ttl_s
+        self.access = access
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def begin(self, record: UsageRecord, ctx: Any) -> RecState:
+        return RecState(record, ctx)
+
+    def finish(self, st: RecState) -> None:
+        try:
+            self._finish(st)
+        except Exception:  # accounting must never turn a served request into an error
+            log.exception("recording a finished request failed")
+
+    def _finish(self, st: RecState) -> None:
+        r = st.record
+        now = time.perf_counter()
+        r.latency_ms = (now - st.ctx.t0) * 1000
+        call = st.call
+        if call is not None:
+            r.attempts = len(call.attempts)
+        if st.t_first_byte:
+            r.ttft_ms = (st.t_first_byte - st.ctx.t0) * 1000
+        elif st.t_answered and not r.stream:
+            r.ttft_ms = (st.t_answered - st.ctx.t0) * 1000
+        route = st.route
+        price = route.price if route is not None else None
+        r.priced = price is not None
+        if price is not None:
+            cached = min(r.cached_tokens, r.prompt_tokens)
+            cached_rate = price.cached_input if price.cached_input is not None else price.input
+            r.cost_usd = ((r.prompt_tokens - cached) * price.input + cached * cached_rate
+                          + r.completion_tokens * price.output) / 1_000_000
+        self._metrics(st, now)
+        if self.sink is not None:
+            self.sink.submit(r)
+        if st.reservation is not None and self.limits is not None:
+            self._spawn(self.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd))
+        if st.ctx.trace and self.traces is not None:
+            self._spawn(self.traces.put(r.request_id, r.key_id, self._trace(st), self.trace_ttl_s))
+        if self.access:
+            self._access(st)
+
+    def _metrics(self, st: RecState, now: float) -> None:
+        m = self.metrics
+        r = st.record
+        route = st.route
+        model = m.model_label(r.model or "none", bool(route and route.wildcard)) if route else "none"
+        provider = r.provider or "none"
+        overhead = None
+        if st.t_dispatch and st.t_answered:
+            end = st.t_encoded or st.t_first_byte or st.t_answered
+            overhead = (st.t_dispatch - st.ctx.t0) + (end - st.t_answered)
+        m.request_done(model, provider, r.status, now - st.ctx.t0, overhead)
+        if r.ttft_ms is not None and r.provider:
+            m.ttft(model, provider, r.ttft_ms / 1000)
+        team = m.team_label(r.team)
+        if r.total_tokens:
+            m.tokens(model, provider, team, r.prompt_tokens, r.completion_tokens, r.cached_tokens,
+                     r.reasoning_tokens, r.cost_usd)
+        if r.status == 429 and not r.provider:
+            scope = r.extra.get("limit_scope", "key")
+            m.rate_limited(scope, team)
+
+    def _trace(self, st: RecState) -> dict[str, Any]:
+        r = st.record
+        return {
+            "request_id": r.request_id, "model": r.model, "status": r.status,
+            "provider": r.provider or None, "upstream_model": r.upstream_model or None,
+            "fallback": r.fallback or None, "stream": r.stream,
+            "attempts": [a.to_json() for a in st.call.attempts] if st.call else [],
+            "retries": st.call.retries if st.call else 0,
+            "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                      "total_tokens": r.total_tokens, "cached_tokens": r.cached_tokens,
+                      "reasoning_tokens": r.reasoning_tokens},
+            "cost_usd": r.cost_usd, "latency_ms": round(r.latency_ms, 2),
+            "ttft_ms": round(r.ttft_ms, 2) if r.ttft_ms is not None else None,
+            "error": r.error_type or None, "cut": r.cut or None, "ts": r.ts,
+        }
+
+    def _access(self, st: RecState) -> None:
+        r = st.record
+        access_log.info("request", extra={"access": {
+            "request_id": r.request_id, "key_id": r.key_id, "team": r.team, "model": r.model,
+            "provider": r.provider, "upstream_model": r.upstream_model, "status": r.status,
+            "stream": r.stream, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "cost_usd": round(r.cost_usd, 8),
+            "latency_ms": round(r.latency_ms, 2), "attempts": r.attempts,
+            "fallback": r.fallback or None, "error": r.error_type or None, "cut": r.cut or None}})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def limit_scope(exc: GatewayError) -> str | None:
+    if isinstance(exc, RateLimited):
+        return exc.scope
+    if isinstance(exc, QuotaExceeded):
+        return "quota"
+    return None

@@ -1,0 +1,110 @@
+"""The stream relay: upstream bytes → SSE reader → adapter decoder → usage tap → OpenAI chunks.
+
+The first byte sent to the client is the commit point (see dispatch.py); after it, an upstream
+failure, a stream cut short or a stall longer than `timeouts.idle_s` ends the client stream with
+one `data: {"error": …}` event and no `[DONE]`. Usage is always captured (the gateway asked
+upstream for it) and the usage chunk is stripped when the client did not ask for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+from gateway.accounting.record import UsageRecord
+from gateway.dispatch import StreamStart
+from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout
+from gateway.sse import DONE
+from gateway.types import StreamEvent, Usage, dumps
+
+
+class ChunkEncoder:
+    """Stamps `id`, `object`, `created` and the client-facing `model` on canonical chunks."""
+
+    __slots__ = ("model", "id", "created", "include_usage", "usage")
+
+    def __init__(self, model: str, request_id: str, include_usage: bool) -> None:
+        self.model = model
+        self.id = f"chatcmpl-{request_id}"
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.usage: Usage | None = None
+
+    def encode(self, ev: StreamEvent) -> bytes | None:
+        chunk = ev.chunk
+        if ev.usage is not None:
+            self.usage = ev.usage  # the usage tap: kept for accounting whatever the client asked
+            if not self.include_usage:
+                if ev.usage_only:
+                    return None
+                chunk.pop("usage", None)
+        if "id" not in chunk or not chunk["id"]:
+            chunk["id"] = self.id
+        chunk["object"] = "chat.completion.chunk"
+        if not chunk.get("created"):
+            chunk["created"] = self.created
+        chunk["model"] = self.model
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+
+def error_frame(exc: GatewayError) -> bytes:
+    err = {"message": exc.message, "type": exc.type, "code": exc.code}
+    return b"data: " + dumps({"error": err}) + b"\n\n"
+
+
+async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s: float,
+                on_first: Any = None) -> AsyncIterator[bytes]:
+    """Yield client frames. The caller closes this generator when the client goes away."""
+    reader, decoder, chunks = start.reader, start.decoder, start.chunks
+    completed = False
+    try:
+        for ev in start.first:
+            frame = enc.encode(ev)
+            if frame is not None:
+                if on_first is not None:
+                    on_first()
+                    on_first = None
+                yield frame
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    data = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(f"the upstream stream stalled for more than {idle_s:g}s",
+                                      provider=rec.provider) from None
+            for sse in reader.feed(data):
+                for ev in decoder.feed(sse):
+                    frame = enc.encode(ev)
+                    if frame is not None:
+                        yield frame
+        tail = [e for sse in reader.close() for e in decoder.feed(sse)] + decoder.close()
+        for ev in tail:
+            frame = enc.encode(ev)
+            if frame is not None:
+                yield frame
+        completed = True
+        yield DONE
+    except GatewayError as exc:
+        rec.cut = "upstream_cut"
+        rec.error_type = exc.code or exc.type
+        if not isinstance(exc, (UpstreamTimeout, UpstreamProtocolError)):
+            rec.error_type = exc.code or "upstream_error"
+        yield error_frame(exc)
+    except (GeneratorExit, asyncio.CancelledError):
+        if not completed:
+            rec.cut = "client_disconnected"
+        raise
+    finally:
+        start.response.close()
+        _take_usage(enc, rec)
+
+
+def _take_usage(enc: ChunkEncoder, rec: UsageRecord) -> None:
+    u = enc.usage
+    if u is not None:
+        rec.prompt_tokens = u.prompt_tokens
+        rec.completion_tokens = u.completion_tokens
+        rec.cached_tokens = u.cached_tokens
+        rec.reasoning_tokens = u.reasoning_tokens
