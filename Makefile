@@ -1,0 +1,58 @@
+# Modelyard: `make run` starts the gateway on the default config; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/gateway.yaml
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: install install-test run test test-fast bench bench-smoke lint check-config system-deps clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/modelyard serve --config $(CONFIG)
+
+check-config: install
+	$(BIN)/modelyard check-config $(CONFIG)
+
+# What the tests need from Debian: a real redis-server (never a mock), and the validators of
+# the deployment files (promtool, kubectl, kubernetes-validate) installed by deploy/tools.sh.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@if [ -f deploy/tools.sh ]; then bash deploy/tools.sh; fi
+
+test: install-test system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory bench-smoke
+
+test-fast: install-test
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+
+bench: install-test system-deps
+	$(BIN)/python -m tests.bench
+
+bench-smoke: install-test
+	$(BIN)/python -m tests.bench --smoke
+
+lint: install-test
+	$(PIP) install ruff mypy
+	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/mypy gateway adapters --ignore-missing-imports
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
