@@ -32,9 +32,8 @@ class StateBackend(Protocol):
     async def release(self, reservation: Reservation) -> None:
         """Undo a reservation entirely (the request never reached an upstream)."""
 
-    async def usage(self, quotas: Sequence[QuotaCheck],
-                    team: str | None = None) -> list[QuotaUsage]:
-        """Current-period usage of each quota; `team`: the key's team (as in `acquire`)."""
+    async def usage(self, quotas: Sequence[QuotaCheck]) -> list[QuotaUsage]:
+        """Current-period usage of each quota (GET /v1/key)."""
 
     async def trip(self, target_key: str, seconds: float) -> None:
         """Cool `target_key` down for `seconds` (keeps the later end if already cooling)."""

@@ -174,14 +174,13 @@ class FailoverBackend:
         except RedisDown:
             log.info("release dropped: redis unavailable")
 
-    async def usage(self, quotas: Sequence[QuotaCheck],
-                    team: str | None = None) -> list[QuotaUsage]:
+    async def usage(self, quotas: Sequence[QuotaCheck]) -> list[QuotaUsage]:
         try:
-            return await self._redis(lambda: self.primary.usage(quotas, team), self.settle_budget_s)
+            return await self._redis(lambda: self.primary.usage(quotas), self.settle_budget_s)
         except RedisDown:
             if self.mode == "closed":
                 raise self._refuse() from None
-            return await self.fallback.usage(quotas, team)
+            return await self.fallback.usage(quotas)
 
     # ------------------------------------------------------------------ cooldowns
 

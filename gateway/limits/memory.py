@@ -182,8 +182,7 @@ class MemoryBackend:
         reservation.settled = True
         self.settle(reservation, -reservation.estimate, True, 0, 0.0)
 
-    async def usage(self, quotas: Sequence[QuotaCheck],
-                    team: str | None = None) -> list[QuotaUsage]:
+    async def usage(self, quotas: Sequence[QuotaCheck]) -> list[QuotaUsage]:
         now = self._clock()
         out = []
         for q in quotas:

@@ -3,10 +3,11 @@
 Keys (prefix `my` by default) carry a hash tag so that every scope of one group lands in
 one Redis Cluster slot:
 
-* key and team scopes (limits and quotas) share `{t:<team>}` — or `{k:<key id>}` when the
-  request carries no team check. So: for a key that belongs to a team, always pass a team
-  `LimitCheck` (rpm/tpm may be None) to `acquire`, and `team=` to `usage`;
-* a model (route) scope has `{m:<route>}`, a provider scope `{p:<provider>}`.
+* a key scope (limits and quota) has `{k:<key id>}`, a team scope `{t:<team>}`, a model
+  (route) scope `{m:<route>}`, a provider scope `{p:<provider>}`.
+
+A key's names never depend on what else the request carries (a key moved to another team
+keeps its counters), at the price of one more concurrent call on a cluster.
 
 On a standalone Redis all scopes go into ONE script call whatever their tags. On a cluster
 each group is one script call, all sent concurrently (one round trip of wall time); if one
@@ -34,25 +35,12 @@ def _esc(ident: str) -> str:
     return ident.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-def slot_tag(scope: str, ident: str, team: str | None) -> str:
-    if scope in ("key", "team"):
-        return f"t:{_esc(team)}" if team is not None else f"k:{_esc(ident)}"
-    if scope == "model":
-        return f"m:{_esc(ident)}"
-    if scope == "provider":
-        return f"p:{_esc(ident)}"
-    return f"s:{_esc(scope)}:{_esc(ident)}"
+_TAG = {"key": "k", "team": "t", "model": "m", "provider": "p"}
 
 
-def team_of(checks: Sequence[LimitCheck], quotas: Sequence[QuotaCheck]) -> str | None:
-    """The team whose hash tag the key and team scopes of this request share."""
-    for c in checks:
-        if c.scope == "team":
-            return c.ident
-    for q in quotas:
-        if q.scope == "team":
-            return q.ident
-    return None
+def slot_tag(scope: str, ident: str) -> str:
+    short = _TAG.get(scope)
+    return f"{short}:{_esc(ident)}" if short else f"s:{_esc(scope)}:{_esc(ident)}"
 
 
 def _num(v: int | float | None) -> str:
@@ -110,18 +98,17 @@ class RedisBackend:
     def _wall(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
-    def _plan(self, limits: Sequence[LimitCheck], slots: Sequence[QuotaSlot],
-              team: str | None) -> list[_Group]:
+    def _plan(self, limits: Sequence[LimitCheck], slots: Sequence[QuotaSlot]) -> list[_Group]:
         groups: dict[str, _Group] = {}
         p = self.prefix
         for c in limits:
-            tag = slot_tag(c.scope, c.ident, team)
+            tag = slot_tag(c.scope, c.ident)
             g = groups.setdefault(tag if self.cluster else "", _Group())
             g.limits.append(c)
             g.keys.append(f"{p}:rl:{{{tag}}}:{c.scope}:{_esc(c.ident)}")
         quota_keys: dict[str, list[str]] = {}
         for s in slots:
-            tag = slot_tag(s.check.scope, s.check.ident, team)
+            tag = slot_tag(s.check.scope, s.check.ident)
             g = groups.setdefault(tag if self.cluster else "", _Group())
             g.quotas.append(s)
             quota_keys.setdefault(tag if self.cluster else "", []).append(
@@ -147,7 +134,7 @@ class RedisBackend:
         limits = active_limits(checks)
         est = max(0, int(estimate_tokens))
         slots = tuple(quota_slot(q, self._wall()) for q in quotas)
-        groups = self._plan(limits, slots, team_of(checks, quotas))
+        groups = self._plan(limits, slots)
         now = self._now_arg()
         if len(groups) == 1:
             replies = [await self._run_acquire(groups[0], now, est)]
@@ -226,11 +213,10 @@ class RedisBackend:
         reservation.settled = True
         await self._undo(reservation.plan, reservation.estimate)
 
-    async def usage(self, quotas: Sequence[QuotaCheck],
-                    team: str | None = None) -> list[QuotaUsage]:
+    async def usage(self, quotas: Sequence[QuotaCheck]) -> list[QuotaUsage]:
         slots = [quota_slot(q, self._wall()) for q in quotas]
         out = []
-        for g in self._plan((), slots, team if team is not None else team_of((), quotas)):
+        for g in self._plan((), slots):
             for s, key in zip(g.quotas, g.keys):
                 req, tok, usd = await self.client.hmget(key, ["req", "tok", "usd"])
                 q = s.check
