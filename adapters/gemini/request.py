@@ -7,7 +7,8 @@ are translated here ever reach it; every other OpenAI parameter goes through
 from __future__ import annotations
 
 import mimetypes
-from typing import Any, Iterable
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from adapters.base import GATEWAY_ONLY_FIELDS, apply_param_policy, with_defaults
@@ -26,7 +27,7 @@ MAPPED = frozenset({
 IGNORED = frozenset({"user", "safety_identifier", "metadata", "store", "service_tier",
                      "prompt_cache_key"})
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview"})
-AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
+AUDIO_MIME: Mapping[str, str] = MappingProxyType({"wav": "audio/wav", "mp3": "audio/mp3"})
 
 
 def label(target: Target) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from gateway.errors import InvalidRequest
@@ -19,7 +20,7 @@ API_KEY_HEADER = "x-goog-api-key"
 
 # finishReason -> OpenAI finish_reason (PROVIDERS §6.5). RECITATION is reported as content_filter
 # (the answer was withheld because it quoted a source), consistently in both response paths.
-FINISH_REASONS: Mapping[str, str] = {
+FINISH_REASONS: Mapping[str, str] = MappingProxyType({
     "STOP": "stop",
     "FINISH_REASON_UNSPECIFIED": "stop",
     "OTHER": "stop",
@@ -38,10 +39,10 @@ FINISH_REASONS: Mapping[str, str] = {
     "IMAGE_RECITATION": "content_filter",
     "IMAGE_OTHER": "stop",
     "NO_IMAGE": "stop",
-}
+})
 
 # google.rpc status -> HTTP status (PROVIDERS §3.6); used when the body's `code` is missing.
-STATUS_HTTP: Mapping[str, int] = {
+STATUS_HTTP: Mapping[str, int] = MappingProxyType({
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
     "OUT_OF_RANGE": 400,
@@ -58,7 +59,7 @@ STATUS_HTTP: Mapping[str, int] = {
     "UNIMPLEMENTED": 501,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
-}
+})
 
 # Keywords of the OpenAPI-3.0 subset Gemini accepts in `functionDeclarations[].parameters`
 # (google.genai types.Schema). A tool schema using anything else is sent unchanged as
@@ -71,9 +72,9 @@ OPENAPI_SCHEMA_KEYS = frozenset({
 
 # OpenAI reasoning_effort -> Gemini 2.x thinkingBudget (Google's own OpenAI-compat mapping for
 # low/medium/high; none disables thinking). Gemini 3 models take the level name (thinkingLevel).
-THINKING_BUDGETS: Mapping[str, int] = {
+THINKING_BUDGETS: Mapping[str, int] = MappingProxyType({
     "none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576,
-}
+})
 THINKING_LEVELS = frozenset({"minimal", "low", "medium", "high"})
 
 

@@ -29,25 +29,24 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Iterator
 
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
 
-_STATUS_HTTP = {
+_STATUS_HTTP = MappingProxyType({
     "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAUTHENTICATED": 401,
     "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "INTERNAL": 500,
     "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
-}
-_MODELS = [("gemini-2.5-flash", "Gemini 2.5 Flash", 1048576, 65536),
+})
+_MODELS = (("gemini-2.5-flash", "Gemini 2.5 Flash", 1048576, 65536),
            ("gemini-2.5-pro", "Gemini 2.5 Pro", 1048576, 65536),
            ("gemini-3-pro-preview", "Gemini 3 Pro Preview", 1048576, 65536),
-           ("gemini-embedding-001", "Gemini Embedding 001", 2048, 1)]
-_TOP_FIELDS = frozenset({"contents", "systemInstruction", "system_instruction", "tools",
-                         "toolConfig", "tool_config", "generationConfig", "generation_config",
-                         "safetySettings", "safety_settings", "cachedContent", "cached_content",
-                         "labels", "model"})
+           ("gemini-embedding-001", "Gemini Embedding 001", 2048, 1))
+_TOP_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
+                         "generationConfig", "safetySettings", "cachedContent", "labels", "model"})
 _GEN_FIELDS = frozenset({
     "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences",
     "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
@@ -136,6 +135,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return _error("INVALID_ARGUMENT", "Invalid JSON payload received.")
     if not isinstance(body, dict):
         return _error("INVALID_ARGUMENT", "Invalid JSON payload received.")
+    body = camel_keys(body)
     if method in ("embedContent", "batchEmbedContents"):
         return _embed(model, method, body)
     if method not in ("generateContent", "streamGenerateContent"):
@@ -193,6 +193,30 @@ async def _get_model(request: web.Request) -> web.Response:
         if m[0] == request.match_info["model"]:
             return web.Response(body=dumps(_model_info(*m)), content_type="application/json")
     return _error("NOT_FOUND", f"models/{request.match_info['model']} is not found")
+
+
+# Values kept verbatim by camel_keys: schemas, call arguments and function results are user data.
+_OPAQUE = frozenset({"parameters", "parametersJsonSchema", "responseSchema", "responseJsonSchema",
+                     "args", "response", "labels", "metadata"})
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def camel_keys(value: Any) -> Any:
+    """proto3 JSON parsers accept snake_case and lowerCamelCase names (google-genai sends some
+    snake_case keys, e.g. `parameters_json_schema`); normalise to camelCase like the server."""
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: JSON = {}
+    for key, item in value.items():
+        name = _camel(key) if isinstance(key, str) and "_" in key else key
+        out[name] = item if name in _OPAQUE else camel_keys(item)
+    return out
 
 
 def validate(body: JSON) -> str | None:
