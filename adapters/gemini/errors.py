@@ -7,10 +7,16 @@ Retry hints: `retry-after-ms` / `Retry-After` headers, else google.rpc.RetryInfo
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from adapters.gemini import wire
-from gateway.errors import UpstreamAuthError, UpstreamError, error_for_status, parse_retry_after
+from gateway.errors import (
+    UpstreamAuthError,
+    UpstreamError,
+    error_for_status,
+    parse_retry_after,
+)
 from gateway.types import JSON, RawResponse, Target
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -40,7 +46,8 @@ def error_from_body(err: JSON, target: Target, http_status: int | None,
         status = code if isinstance(code, int) and code >= 400 else wire.STATUS_HTTP.get(status_name, 502)
     message = (f"{wire.provider_label(target)} answered {status}"
                f"{' ' + status_name if status_name else ''}: {err.get('message') or 'no message'}")
-    details = err.get("details") if isinstance(err.get("details"), list) else []
+    raw_details = err.get("details")
+    details: list[Any] = raw_details if isinstance(raw_details, list) else []
     retry_after = parse_retry_after(lower(headers or {}))
     if retry_after is None:
         retry_after = retry_delay(details)

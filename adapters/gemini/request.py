@@ -7,13 +7,22 @@ are translated here ever reach it; every other OpenAI parameter goes through
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.base import GATEWAY_ONLY_FIELDS, apply_param_policy, with_defaults
 from adapters.gemini import wire
-from gateway.types import JSON, ChatRequest, EmbeddingsRequest, Target, UpstreamRequest, dumps, loads
+from gateway.types import (
+    JSON,
+    ChatRequest,
+    EmbeddingsRequest,
+    Target,
+    UpstreamRequest,
+    dumps,
+    loads,
+)
 
 # OpenAI fields this adapter translates.
 MAPPED = frozenset({
@@ -215,7 +224,7 @@ def tool_choice(choice: Any, decls: list[JSON], target: Target) -> tuple[JSON | 
     if kind == "allowed_tools":
         spec = choice.get("allowed_tools") or {}
         allowed = [(t.get("function") or {}).get("name") for t in spec.get("tools") or []]
-        keep = {n for n in allowed if n in names}
+        keep = {str(n) for n in allowed if n in names}
         if spec.get("mode") == "required":
             return {"functionCallingConfig": {"mode": "ANY",
                                               "allowedFunctionNames": sorted(keep)}}, None

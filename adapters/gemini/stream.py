@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from adapters.gemini import response, wire
 from adapters.gemini.errors import error_from_body
 from gateway.errors import UpstreamProtocolError
-from gateway.types import JSON, ChatRequest, ServerSentEvent, StreamEvent, Target, Usage, loads
+from gateway.types import (
+    JSON,
+    ChatRequest,
+    ServerSentEvent,
+    StreamEvent,
+    Target,
+    Usage,
+    loads,
+)
 
 
 @dataclass(slots=True)
@@ -35,7 +43,7 @@ class GeminiStreamDecoder:
     choices: dict[int, _Choice] = field(default_factory=dict)
 
     @classmethod
-    def for_request(cls, req: ChatRequest, target: Target) -> "GeminiStreamDecoder":
+    def for_request(cls, req: ChatRequest, target: Target) -> GeminiStreamDecoder:
         return cls(target=target, parallel=req.body.get("parallel_tool_calls") is not False)
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.types import JSON, Target, Usage, dumps, loads
@@ -88,7 +89,7 @@ def base_url(target: Target) -> str:
 
 def model_path(model: str) -> str:
     """`gemini-2.5-flash` and `models/gemini-2.5-flash` both name the same model."""
-    return model[len("models/"):] if model.startswith("models/") else model
+    return model.removeprefix("models/")
 
 
 def headers(target: Target) -> dict[str, str]:

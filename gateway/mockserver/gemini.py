@@ -28,9 +28,10 @@ import base64
 import hashlib
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterator
+from typing import Any
 
 from aiohttp import web
 

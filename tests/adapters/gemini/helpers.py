@@ -1,9 +1,18 @@
 """Builders shared by the Gemini adapter tests (targets, requests, raw upstream answers)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from gateway.types import ChatRequest, ProviderSpec, RawResponse, Target, UpstreamRequest, dumps, loads
+from gateway.types import (
+    ChatRequest,
+    ProviderSpec,
+    RawResponse,
+    Target,
+    UpstreamRequest,
+    dumps,
+    loads,
+)
 
 API_KEY = "AIza-test-secret"
 MODEL = "gemini-2.5-flash"

@@ -11,7 +11,15 @@ from adapters.gemini import ADAPTER
 from gateway.sse import replay
 from gateway.types import JSON, dumps
 from tests.adapters.conformance import CASES, PNG_DATA_URL
-from tests.adapters.gemini.helpers import API_KEY, BASE, MODEL, chat, raw, target, upstream_body
+from tests.adapters.gemini.helpers import (
+    API_KEY,
+    BASE,
+    MODEL,
+    chat,
+    raw,
+    target,
+    upstream_body,
+)
 
 WEATHER = {"name": "get_weather", "description": "Get current weather for a location",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}},

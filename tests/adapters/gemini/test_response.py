@@ -11,7 +11,15 @@ import pytest
 from adapters.gemini import ADAPTER
 from gateway.errors import InvalidRequest, UnsupportedParameter, UpstreamProtocolError
 from gateway.types import EmbeddingsRequest
-from tests.adapters.gemini.helpers import API_KEY, BASE, MODEL, chat, raw, target, upstream_body
+from tests.adapters.gemini.helpers import (
+    API_KEY,
+    BASE,
+    MODEL,
+    chat,
+    raw,
+    target,
+    upstream_body,
+)
 
 REQ = chat({"messages": [{"role": "user", "content": "Hi"}]})
 
