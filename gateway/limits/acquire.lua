@@ -4,11 +4,12 @@
 -- KEYS[1..L]      token-bucket hash of each limited scope (fields r, t, ts; absent = full)
 -- KEYS[L+1..L+Q]  quota hash of each quota for its period (fields req, tok, usd)
 -- ARGV[1]         now in ms ("" = the server's TIME; a value is for tests only)
--- ARGV[2] L, ARGV[3] Q, ARGV[4] token estimate (>= 0)
--- ARGV[3+2i], ARGV[4+2i]            rpm_i, tpm_i of limit i (-1 = no limit on that dimension)
--- ARGV[5+2L+3(j-1)] .. (+2)         tokens_j, usd_j (-1 = none), expire_at_j (unix s, 0 = never)
--- Returns {status, index, retry_ms, rq_limit, rq_remaining, rq_reset_ms,
---          tk_limit, tk_remaining, tk_reset_ms, rq_index, tk_index}
+-- ARGV[2]         space-separated numbers (one argument: cheaper to encode and send than many):
+--                   L Q estimate  rpm_1 tpm_1 .. rpm_L tpm_L  tokens_1 usd_1 expire_at_1 ..
+--                 rpm/tpm/tokens/usd -1 = no limit; expire_at unix seconds, 0 = never
+-- Returns one space-separated string (cheaper to parse than an array):
+--   "status index retry_ms rq_limit rq_remaining rq_reset_ms tk_limit tk_remaining
+--    tk_reset_ms rq_index tk_index"
 --   status 0 accepted and consumed; 1 refused by limit `index` (the longest wait, retry_ms);
 --   2 quota `index` already spent. rq_* / tk_*: the limit with the least left (-1 limit: none),
 --   after consumption when accepted; rq_index / tk_index: which limit that is.
@@ -20,7 +21,9 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local L, Q, est = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local A = {}
+for tok in string.gmatch(ARGV[2], '%S+') do A[#A + 1] = tok end
+local L, Q, est = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
 local rpm, tpm, r, t, ts = {}, {}, {}, {}, {}
 
 local function refill(stored, cap, elapsed)
@@ -32,7 +35,7 @@ local function refill(stored, cap, elapsed)
 end
 
 for i = 1, L do
-  rpm[i], tpm[i] = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  rpm[i], tpm[i] = tonumber(A[2 + 2 * i]), tonumber(A[3 + 2 * i])
   local v = redis.call('HMGET', KEYS[i], 'r', 't', 'ts')
   local last = tonumber(v[3])
   local elapsed = 0
@@ -45,6 +48,11 @@ for i = 1, L do
   end
   r[i] = refill(tonumber(v[1]), rpm[i], elapsed)
   t[i] = refill(tonumber(v[2]), tpm[i], elapsed)
+end
+
+local function reply(status, index, retry_ms, w)
+  return string.format('%d %d %d %d %d %d %d %d %d %d %d', status, index, retry_ms,
+    w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8])
 end
 
 local function windows(dr, dt)
@@ -73,13 +81,13 @@ end
 
 -- quotas: refuse when the period's tokens or USD are already spent
 for j = 1, Q do
-  local a = 5 + 2 * L + 3 * (j - 1)
-  local tl, ul = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local a = 4 + 2 * L + 3 * (j - 1)
+  local tl, ul = tonumber(A[a]), tonumber(A[a + 1])
   if tl >= 0 or ul >= 0 then
     local v = redis.call('HMGET', KEYS[L + j], 'tok', 'usd')
     if (tl >= 0 and (tonumber(v[1]) or 0) >= tl) or (ul >= 0 and (tonumber(v[2]) or 0) >= ul) then
       local w = windows(0, 0)
-      return {2, j, 0, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]}
+      return reply(2, j, 0, w)
     end
   end
 end
@@ -103,7 +111,7 @@ for i = 1, L do
 end
 if worst > 0 then
   local w = windows(0, 0)
-  return {1, worst, math.ceil(wait), w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]}
+  return reply(1, worst, math.ceil(wait), w)
 end
 
 -- consume
@@ -123,9 +131,9 @@ for i = 1, L do
   redis.call('PEXPIRE', KEYS[i], math.ceil(full_ms) + 1000)
 end
 for j = 1, Q do
-  local a = 5 + 2 * L + 3 * (j - 1)
+  local a = 4 + 2 * L + 3 * (j - 1)
   redis.call('HINCRBY', KEYS[L + j], 'req', 1)
-  if ARGV[a + 2] ~= '0' then redis.call('EXPIREAT', KEYS[L + j], ARGV[a + 2]) end
+  if A[a + 2] ~= '0' then redis.call('EXPIREAT', KEYS[L + j], A[a + 2]) end
 end
 local w = windows(0, 0)
-return {0, 0, 0, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]}
+return reply(0, 0, 0, w)

@@ -120,12 +120,13 @@ class RedisBackend:
     # ------------------------------------------------------------------ acquire
 
     async def _run_acquire(self, g: _Group, now: str, est: int) -> list[int]:
-        args: list[str | int] = [now, len(g.limits), len(g.quotas), est]
+        nums = [str(len(g.limits)), str(len(g.quotas)), str(est)]
         for c in g.limits:
-            args += (_num(c.rpm), _num(c.tpm))
+            nums += (_num(c.rpm), _num(c.tpm))
         for s in g.quotas:
-            args += (_num(s.check.tokens), _num(s.check.usd), s.expire_at)
-        return await self._acquire(keys=g.keys, args=args)  # type: ignore[no-any-return]
+            nums += (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))
+        raw = await self._acquire(keys=g.keys, args=[now, " ".join(nums)])
+        return [int(x) for x in raw.split()]
 
     async def acquire(
         self, checks: Sequence[LimitCheck], estimate_tokens: int,

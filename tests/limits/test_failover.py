@@ -87,7 +87,8 @@ async def test_slow_redis_does_not_stall_past_budget(make, own_redis: RedisServe
     b, events = await make(mode, 0.05)
     assert (await b.acquire(CHECKS, 0)).ok
     admin = Redis.from_url(own_redis.url)
-    await admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # every other client blocks
+    # every client's commands block for 600 ms (CLIENT UNPAUSE would block too)
+    await admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
     try:
         started = time.monotonic()
         if mode == "open":
@@ -96,12 +97,12 @@ async def test_slow_redis_does_not_stall_past_budget(make, own_redis: RedisServe
         else:
             with pytest.raises(ServiceUnavailable):
                 await b.acquire(CHECKS, 0)
-        assert time.monotonic() - started < 0.5  # the budget, not the 3 s pause
+        assert time.monotonic() - started < 0.4  # the budget, not the pause
         assert events == [False]
     finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
         await admin.aclose()
-    assert await b.probe() and events == [False, True]
+    assert await b.probe() and events == [False, True]  # the probe waits out the pause
+    assert not (await b.acquire(CHECKS, 0)).degraded
 
 
 async def test_create_state_memory_and_redis(own_redis: RedisServer) -> None:

@@ -72,3 +72,23 @@ async def test_cluster_exact_and_atomic_across_slot_groups(redis_cluster: RedisC
         assert set(await b.cooled()) >= {"openai:gpt-4o"}
     finally:
         await b.close()
+
+
+async def test_one_round_trip_per_acquire_on_standalone(redis_url: str) -> None:
+    b = RedisBackend.from_url(redis_url)
+    await b.start()
+    try:
+        checks = [LimitCheck("key", "k", 100, 10_000), LimitCheck("team", "t", 100, None),
+                  LimitCheck("model", "m", 100, None), LimitCheck("provider", "p", None, 10**6)]
+        quotas = [QuotaCheck("key", "k", 10**6, 10.0, "month"), QuotaCheck("team", "t")]
+        await b.client.config_resetstat()
+        for _ in range(5):
+            assert (await b.acquire(checks, 10, quotas)).ok
+        stats = await b.client.info("commandstats")
+        calls = {k: v["calls"] for k, v in stats.items() if not k.startswith("cmdstat_config")}
+        assert calls.get("cmdstat_evalsha") == 5  # all four scopes and both quotas: one call
+        assert set(calls) <= {"cmdstat_evalsha", "cmdstat_hmget", "cmdstat_time",
+                              "cmdstat_hset", "cmdstat_pexpire", "cmdstat_hincrby",
+                              "cmdstat_expireat"}  # the rest runs inside the script
+    finally:
+        await b.close()
