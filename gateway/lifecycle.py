@@ -43,6 +43,13 @@ class AppState:
             return "Redis is unreachable and state.on_redis_error is 'closed'"
         return ""
 
+    def rebuild(self) -> None:
+        """Rebuild this generation's services (after the state resources started)."""
+        from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.services import build_services
+
+        self.app[SERVICES] = build_services(self.cfg, self.app[RESOURCES])
+
     def reload(self) -> bool:
         """Validate the file again and swap it in; a bad config is refused and the old one stays."""
         from gateway.http.keys import RESOURCES, SERVICES

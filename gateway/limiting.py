@@ -1,14 +1,23 @@
 """The pipeline's view of limits and quotas: reserve before the call, reconcile after.
 
 `Limiter.acquire(principal, route, estimate)` checks every scope that applies (key, team, route)
-in one backend call and returns a `Reservation` carrying the OpenAI `x-ratelimit-*` headers of the
-scope with the least left; it raises `RateLimited` / `QuotaExceeded`. `reconcile()` runs off the
-response path with the real tokens and cost.
+and the key's and team's quotas in ONE backend call (one Redis round trip) and returns a
+`Reservation` carrying the OpenAI `x-ratelimit-*` headers of the scope with the least left; it
+raises `RateLimited` / `QuotaExceeded`. `reconcile()` settles the reservation with the real
+tokens and cost, off the response path. A key with no limits anywhere costs nothing here.
+Provider-account limits are checked per target by the dispatcher (`provider_gate`).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
+
+from gateway.config.schema import Limits, Quota, TeamConfig
+from gateway.errors import UpstreamRateLimited
+from gateway.limits import LimitCheck, QuotaCheck
+from gateway.metrics import REDIS_LATENCY
+from gateway.types import Target
 
 
 @dataclass(slots=True)
@@ -20,8 +29,68 @@ class Reservation:
 NO_LIMITS = Reservation()
 
 
+def _limit(scope: str, ident: str, lim: Limits | None) -> LimitCheck | None:
+    if lim is None or (lim.rpm is None and lim.tpm is None):
+        return None
+    return LimitCheck(scope, ident, lim.rpm, lim.tpm)
+
+
+def _quota(scope: str, ident: str, q: Quota | None) -> QuotaCheck | None:
+    if q is None or (q.tokens is None and q.usd is None):
+        return None
+    return QuotaCheck(scope, ident, q.tokens, q.usd, q.period)
+
+
+class Limiter:
+    def __init__(self, backend: Any, teams: Mapping[str, TeamConfig]) -> None:
+        self.backend = backend
+        self.teams = teams
+        self.timed = getattr(backend, "name", "") != "memory"
+
+    def quota_checks(self, principal: Any) -> list[QuotaCheck]:
+        out = [_quota("key", principal.key_id, principal.quota)]
+        team = self.teams.get(principal.team) if principal.team else None
+        if team is not None:
+            out.append(_quota("team", principal.team, team.quota))
+        return [q for q in out if q is not None]
+
+    async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
+        checks = [_limit("key", principal.key_id, principal.limits)]
+        team = self.teams.get(principal.team) if principal.team else None
+        if team is not None:
+            checks.append(_limit("team", principal.team, team.limits))
+        checks.append(_limit("model", route.id, route.limits))
+        active = [c for c in checks if c is not None]
+        quotas = self.quota_checks(principal)
+        if not active and not quotas:
+            return NO_LIMITS
+        t0 = time.perf_counter()
+        decision = await self.backend.acquire(active, estimate, quotas)
+        if self.timed:
+            REDIS_LATENCY.observe(time.perf_counter() - t0)
+        decision.raise_for_refusal()
+        return Reservation(decision.headers() if active else {}, decision.reservation)
+
+    async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        if reservation.handle is not None:
+            self.backend.reconcile_soon(reservation.handle, tokens, cost_usd)
+
+    async def provider_gate(self, target: Target, limits: Limits | None, estimate: int) -> Any:
+        """Reserve the provider account's own rpm/tpm before calling it; refused: try another."""
+        check = _limit("provider", target.provider.name, limits)
+        if check is None:
+            return None
+        decision = await self.backend.acquire([check], estimate, ())
+        if not decision.ok:
+            raise UpstreamRateLimited(
+                f"provider '{target.provider.name}' is at its configured rate limit "
+                f"(providers.{target.provider.name}.limits)", provider=target.provider.name,
+                retry_after_s=decision.retry_after_s)
+        return decision.reservation
+
+
 class NullLimiter:
-    """No limits configured anywhere: nothing to check, nothing to reconcile."""
+    """Before the state resources start (and in unit tests of the pipeline): no limits."""
 
     async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
         return NO_LIMITS

@@ -68,7 +68,7 @@ class Pipeline:
             rec_state.route = resolved.route
             ctx.principal.check_model(req.model, resolved.route.id)
             estimate = ctx.body_size // 4 + (req.max_tokens or _default_max(resolved.route))
-            rec_state.reservation = await svc.limits.acquire(ctx.principal, resolved.route,
+            rec_state.reservation = await svc.res.limits.acquire(ctx.principal, resolved.route,
                                                              estimate)
             ctx.headers.update(rec_state.reservation.headers)
             call = Call(req, resolved, ctx.principal.may_use,
@@ -143,7 +143,7 @@ class Pipeline:
             resolved = svc.routes.resolve(req.model)
             st.route = resolved.route
             ctx.principal.check_model(req.model, resolved.route.id)
-            st.reservation = await svc.limits.acquire(ctx.principal, resolved.route,
+            st.reservation = await svc.res.limits.acquire(ctx.principal, resolved.route,
                                                       ctx.body_size // 4 + 1)
             ctx.headers.update(st.reservation.headers)
             call = Call(req, resolved, ctx.principal.may_use,

@@ -61,12 +61,9 @@ class RecState:
 
 
 class Recorder:
-    def __init__(self, *, metrics: Any, sink: Any, limits: Any, traces: Any,
-                 trace_ttl_s: float, access: bool = True) -> None:
-        self.metrics = metrics
-        self.sink = sink
-        self.limits = limits
-        self.traces = traces
+    def __init__(self, res: Any, *, trace_ttl_s: float, access: bool = True) -> None:
+        self.res = res  # gateway.services.Resources: sink, limits and traces appear at start-up
+        self.metrics = res.metrics
         self.trace_ttl_s = trace_ttl_s
         self.access = access
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,12 +97,13 @@ class Recorder:
             r.cost_usd = ((r.prompt_tokens - cached) * price.input + cached * cached_rate
                           + r.completion_tokens * price.output) / 1_000_000
         self._metrics(st, now)
-        if self.sink is not None:
-            self.sink.submit(r)
-        if st.reservation is not None and self.limits is not None:
-            self._spawn(self.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd))
-        if st.ctx.trace and self.traces is not None:
-            self._spawn(self.traces.put(r.request_id, r.key_id, self._trace(st), self.trace_ttl_s))
+        res = self.res
+        if res.sink is not None:
+            res.sink.submit(r)
+        if st.reservation is not None and st.reservation.handle is not None:
+            self._spawn(res.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd))
+        if st.ctx.trace and res.traces is not None:
+            self._spawn(res.traces.put(r.request_id, r.key_id, self._trace(st), self.trace_ttl_s))
         if self.access:
             self._access(st)
 

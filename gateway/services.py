@@ -34,6 +34,7 @@ class Resources:
     keystore: Any = None
     usage_store: Any = None
     recorder: Recorder | None = None
+    state: Any = None  # gateway.limits.State
 
 
 @dataclass
@@ -58,9 +59,10 @@ def build_services(cfg: GatewayConfig, res: Resources) -> Services:
     auth = Authenticator(cfg.auth, dynamic=dynamic)
     dispatcher = Dispatcher(routes, res.upstream, res.balancer, res.metrics)
     if res.recorder is None:
-        res.recorder = Recorder(metrics=res.metrics, sink=res.sink, limits=res.limits,
-                                traces=res.traces, trace_ttl_s=cfg.traces.ttl_s,
-                                access=cfg.logging.access_log)
-    recorder = res.recorder
-    return Services(cfg=cfg, routes=routes, auth=auth, dispatcher=dispatcher, recorder=recorder,
-                    limits=res.limits, res=res)
+        res.recorder = Recorder(res, trace_ttl_s=cfg.traces.ttl_s, access=cfg.logging.access_log)
+    else:
+        res.recorder.trace_ttl_s, res.recorder.access = cfg.traces.ttl_s, cfg.logging.access_log
+    if hasattr(res.limits, "teams"):
+        res.limits.teams = cfg.teams
+    return Services(cfg=cfg, routes=routes, auth=auth, dispatcher=dispatcher,
+                    recorder=res.recorder, limits=res.limits, res=res)
