@@ -6,11 +6,9 @@ are translated here ever reach it; every other OpenAI parameter goes through
 """
 from __future__ import annotations
 
-import mimetypes
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from adapters.base import GATEWAY_ONLY_FIELDS, apply_param_policy, with_defaults
 from adapters.gemini import wire
@@ -294,62 +292,16 @@ def user_parts(content: Any, target: Target, i: int) -> list[JSON]:
         if kind == "text":
             out += text_parts([part], target, i)
         elif kind == "image_url":
-            out.append(image_part(part.get("image_url") or {}, target, where))
+            out.append(wire.image_part(part.get("image_url") or {}, target, where))
         elif kind == "input_audio":
             audio = part.get("input_audio") or {}
             mime = AUDIO_MIME.get(str(audio.get("format")), f"audio/{audio.get('format')}")
             out.append({"inlineData": {"mimeType": mime, "data": audio.get("data", "")}})
         elif kind == "file":
-            out.append(file_part(part.get("file") or {}, target, where))
+            out.append(wire.file_part(part.get("file") or {}, target, where))
         else:
             raise wire.bad_request(target, f"unsupported content part type '{kind}'", where)
     return out
-
-
-def split_data_url(url: str) -> tuple[str, str] | None:
-    """`data:<mime>;base64,<b64>` -> (mime, b64); None when not a base64 data URL."""
-    head, sep, data = url.partition(",")
-    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
-        return None
-    return head[5:-7] or "application/octet-stream", data
-
-
-def image_part(image: JSON, target: Target, where: str) -> JSON:
-    url = str(image.get("url") or "")
-    if url.startswith("data:"):
-        split = split_data_url(url)
-        if split is None:
-            raise wire.bad_request(target, "image data URLs must be base64", where)
-        return {"inlineData": {"mimeType": split[0], "data": split[1]}}
-    if url.startswith(("https://", "http://", "gs://")):
-        return file_data(url)
-    raise wire.bad_request(target, "image_url must be a data: or https: URL", where)
-
-
-def file_data(uri: str) -> JSON:
-    """Remote file by URI; the MIME type is guessed from the path's extension (no I/O)."""
-    mime, _ = mimetypes.guess_type(urlsplit(uri).path)
-    out: JSON = {"fileUri": uri}
-    if mime:
-        out = {"mimeType": mime, "fileUri": uri}
-    return {"fileData": out}
-
-
-def file_part(file: JSON, target: Target, where: str) -> JSON:
-    data = file.get("file_data")
-    if isinstance(data, str) and data:
-        split = split_data_url(data)
-        if split is None:
-            mime, _ = mimetypes.guess_type(str(file.get("filename") or ""))
-            split = (mime or "application/pdf", data)
-        return {"inlineData": {"mimeType": split[0], "data": split[1]}}
-    file_id = str(file.get("file_id") or "")
-    if file_id.startswith("files/"):
-        return file_data(f"{wire.base_url(target)}/v1beta/{file_id}")
-    if file_id.startswith(("https://", "gs://")):
-        return file_data(file_id)
-    raise wire.bad_request(target, "file parts need file_data or a Gemini Files API file_id "
-                           "(files/...)", where)
 
 
 def assistant_parts(msg: JSON, target: Target, i: int,

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.errors import InvalidRequest
 from gateway.types import JSON, Target, Usage, dumps, loads
@@ -171,3 +172,67 @@ def parse_call_id(value: str) -> tuple[str | None, str | None]:
 
 def call_seed(response_id: str, candidate: int, ordinal: int, name: str, args: Any) -> str:
     return f"{response_id}|{candidate}|{ordinal}|{name}|{dumps(args).decode()}"
+
+
+# ---------------------------------------------------------------- media parts (PROVIDERS §6.3)
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """`data:<mime>;base64,<b64>` -> (mime, b64); None when not a base64 data URL."""
+    head, sep, data = url.partition(",")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
+        return None
+    return head[5:-7] or "application/octet-stream", data
+
+
+def image_part(image: JSON, target: Target, where: str) -> JSON:
+    url = str(image.get("url") or "")
+    if url.startswith("data:"):
+        split = split_data_url(url)
+        if split is None:
+            raise bad_request(target, "image data URLs must be base64", where)
+        return {"inlineData": {"mimeType": split[0], "data": split[1]}}
+    if url.startswith(("https://", "http://", "gs://")):
+        return file_data(url)
+    raise bad_request(target, "image_url must be a data: or https: URL", where)
+
+
+# File extension -> MIME type for remote files and named inline files (a fixed table, not the
+# `mimetypes` module, whose answers depend on the machine's /etc/mime.types).
+MIME_BY_EXTENSION: Mapping[str, str] = MappingProxyType({
+    "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
+    "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf",
+    "txt": "text/plain", "mp3": "audio/mp3", "wav": "audio/wav", "flac": "audio/flac",
+    "mp4": "video/mp4", "mov": "video/mov", "webm": "video/webm",
+})
+
+
+def guess_mime(path: str) -> str | None:
+    name = path.rsplit("/", 1)[-1]
+    return MIME_BY_EXTENSION.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
+
+
+def file_data(uri: str) -> JSON:
+    """Remote file by URI; the MIME type is guessed from the path's extension (no I/O)."""
+    mime = guess_mime(urlsplit(uri).path)
+    out: JSON = {"fileUri": uri}
+    if mime:
+        out = {"mimeType": mime, "fileUri": uri}
+    return {"fileData": out}
+
+
+def file_part(file: JSON, target: Target, where: str) -> JSON:
+    data = file.get("file_data")
+    if isinstance(data, str) and data:
+        split = split_data_url(data)
+        if split is None:
+            mime = guess_mime(str(file.get("filename") or ""))
+            split = (mime or "application/pdf", data)
+        return {"inlineData": {"mimeType": split[0], "data": split[1]}}
+    file_id = str(file.get("file_id") or "")
+    if file_id.startswith("files/"):
+        return file_data(f"{base_url(target)}/v1beta/{file_id}")
+    if file_id.startswith(("https://", "gs://")):
+        return file_data(file_id)
+    raise bad_request(target, "file parts need file_data or a Gemini Files API file_id "
+                           "(files/...)", where)
