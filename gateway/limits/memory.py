@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 from gateway.limits.spec import (
     Decision, LimitCheck, QuotaCheck, QuotaSlot, QuotaUsage, Reservation, Window, active_limits,
-    quota_slot, tighter, window_of,
+    quota_slot, window_of,
 )
 
 Clock = Callable[[], float]
@@ -214,12 +214,14 @@ class MemoryBackend:
 
 def _windows(limits: Sequence[LimitCheck],
              buckets: Sequence[_Bucket]) -> tuple[Window | None, Window | None]:
-    req: Window | None = None
-    tok: Window | None = None
+    """Per dimension, the scope with the fewest left (one Window each: hot path)."""
+    rc = tc = None
+    rl = tl = 0.0
     for c, b in zip(limits, buckets):
-        if c.rpm is not None and c.rpm > 0:
-            req = tighter(req, window_of(c.scope, c.rpm, b.r))
-        if c.tpm is not None and c.tpm > 0:
-            tok = tighter(tok, window_of(c.scope, c.tpm, b.t))
+        if c.rpm and (rc is None or b.r < rl):
+            rc, rl = c, b.r
+        if c.tpm and (tc is None or b.t < tl):
+            tc, tl = c, b.t
+    req = window_of(rc.scope, rc.rpm, rl) if rc is not None and rc.rpm else None
+    tok = window_of(tc.scope, tc.tpm, tl) if tc is not None and tc.tpm else None
     return req, tok
-

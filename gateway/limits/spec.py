@@ -28,6 +28,7 @@ tokens or USD are already spent; the real tokens and cost are debited by `reconc
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -164,19 +165,25 @@ def active_limits(checks: "tuple[LimitCheck, ...] | list[LimitCheck]") -> tuple[
 
 def quota_slot(check: QuotaCheck, now: float) -> QuotaSlot:
     """Pin a quota to the UTC calendar period containing `now` (unix seconds)."""
-    if check.period not in PERIODS:
-        raise ValueError(f"quota period must be one of {PERIODS}, not {check.period!r}")
     if check.period == "total":
         return QuotaSlot(check, "total", 0)
-    day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    if check.period == "day":
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-        key = day.isoformat()
+    key, expire_at = _period(check.period, int(now // 86400))
+    return QuotaSlot(check, key, expire_at)
+
+
+@functools.lru_cache(maxsize=16)
+def _period(period: str, day_index: int) -> tuple[str, int]:
+    """(period key, expiry) of the UTC day `day_index` (a pure function, memoised)."""
+    if period not in PERIODS:
+        raise ValueError(f"quota period must be one of {PERIODS}, not {period!r}")
+    day = dt.date(1970, 1, 1) + dt.timedelta(days=day_index)
+    if period == "day":
+        end, key = day + dt.timedelta(days=1), day.isoformat()
     else:
-        nxt = dt.date(day.year + (day.month == 12), day.month % 12 + 1, 1)
-        end = dt.datetime.combine(nxt, dt.time(), dt.timezone.utc)
+        end = dt.date(day.year + (day.month == 12), day.month % 12 + 1, 1)
         key = f"{day.year:04d}-{day.month:02d}"
-    return QuotaSlot(check, key, int(end.timestamp()) + _PERIOD_GRACE_S[check.period])
+    end_s = (end - dt.date(1970, 1, 1)).days * 86400
+    return key, end_s + _PERIOD_GRACE_S[period]
 
 
 def window_of(scope: str, limit: int, level: float) -> Window:
