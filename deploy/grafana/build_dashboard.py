@@ -44,7 +44,8 @@ class Panel:
 
 def quantile(q: float, metric: str, by: str, selector: str) -> str:
     labels = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{{{selector}}}[{RI}])))"
+    matchers = f"{{{selector}}}" if selector else ""
+    return f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{matchers}[{RI}])))"
 
 
 def rate_sum(metric: str, by: str, selector: str) -> str:
@@ -53,93 +54,118 @@ def rate_sum(metric: str, by: str, selector: str) -> str:
     return f"sum{group} (rate({metric}{matchers}[{RI}]))"
 
 
-def rows() -> list[tuple[str, list[Panel]]]:
-    req = "modelyard_requests_total"
+REQ = "modelyard_requests_total"
+DURATION = "modelyard_request_duration_seconds"
+TTFT = "modelyard_time_to_first_token_seconds"
+
+
+def percentiles(qs: tuple[float, ...], metric: str, by: str, selector: str) -> list[tuple[str, str]]:
+    return [(quantile(q, metric, by, selector), f"p{int(q * 100)} {{{{{by}}}}}") for q in qs]
+
+
+def overview() -> list[Panel]:
+    small = {"width": 4, "height": 4}
     return [
-        ("Overview", [
-            Panel("Requests / s", "stat", "reqps", [(rate_sum(req, "", MP), "")], width=4, height=4),
-            Panel("Error ratio (5xx)", "stat", "percentunit", [(
-                f'{rate_sum(req, "", MP5)} / {rate_sum(req, "", MP)}', "")],
-                width=4, height=4, thresholds=[("green", None), ("orange", 0.01), ("red", 0.05)]),
-            Panel("p95 latency", "stat", "s", [(
-                quantile(0.95, "modelyard_request_duration_seconds", "", MP), "")],
-                width=4, height=4),
-            Panel("In flight", "stat", "short", [(f"sum (modelyard_inflight_requests{{{M}}})", "")], width=4, height=4),
-            Panel("Providers up", "stat", "short", [(f"count (max by (provider) (modelyard_provider_up{{{P}}}) == 1)", "")],
-                  width=4, height=4),
-            Panel("Cost / hour", "stat", "currencyUSD", [(f"sum (rate(modelyard_cost_usd_total{{{M}, {T}}}[{RI}])) * 3600", "")],
-                  width=4, height=4),
-        ]),
-        ("Traffic and errors", [
-            Panel("Requests / s by model", "timeseries", "reqps", [(rate_sum(req, "model", MP), "{{model}}")], stack=True),
-            Panel("Requests / s by provider", "timeseries", "reqps", [(rate_sum(req, "provider", MP), "{{provider}}")],
-                  stack=True, description='provider="none": refused before any upstream (401, 403, 404, 429).'),
-            Panel("Responses / s by status", "timeseries", "reqps", [(rate_sum(req, "status", MP), "{{status}}")], stack=True),
-            Panel("Error ratio (5xx) by provider", "timeseries", "percentunit", [(
-                f'{rate_sum(req, "provider", MP5)} / {rate_sum(req, "provider", MP)}',
-                "{{provider}}")]),
-            Panel("Upstream errors / s by provider and status", "timeseries", "reqps", [(
-                rate_sum("modelyard_upstream_errors_total", "provider, status", P), "{{provider}} {{status}}")],
-                description="Every failed upstream attempt, retried ones included."),
-            Panel("Provider in rotation", "state-timeline", "short", [(
-                f"max by (provider) (modelyard_provider_up{{{P}}})", "{{provider}}")],
-                thresholds=[("red", None), ("green", 1)]),
-        ]),
-        ("Latency", [
-            Panel("Request latency p50 / p95 / p99 by model", "timeseries", "s", [
-                (quantile(q, "modelyard_request_duration_seconds", "model", MP), f"p{int(q * 100)} {{{{model}}}}")
-                for q in (0.5, 0.95, 0.99)]),
-            Panel("Request latency p95 by provider", "timeseries", "s", [
-                (quantile(0.95, "modelyard_request_duration_seconds", "provider", MP), "{{provider}}")]),
-            Panel("Time to first token p50 / p95 by model", "timeseries", "s", [
-                (quantile(q, "modelyard_time_to_first_token_seconds", "model", MP), f"p{int(q * 100)} {{{{model}}}}")
-                for q in (0.5, 0.95)]),
-            Panel("Time to first token p95 by provider", "timeseries", "s", [
-                (quantile(0.95, "modelyard_time_to_first_token_seconds", "provider", MP), "{{provider}}")]),
-            Panel("Gateway overhead p50 / p99 by model", "timeseries", "s", [
-                (quantile(q, "modelyard_overhead_seconds", "model", M), f"p{int(q * 100)} {{{{model}}}}") for q in (0.5, 0.99)],
-                description="Time spent in Modelyard itself (auth, limits, routing, encoding), upstream excluded."),
-            Panel("In-flight requests by model", "timeseries", "short", [
-                (f"sum by (model) (modelyard_inflight_requests{{{M}}})", "{{model}}")], stack=True),
-        ]),
-        ("Tokens and cost", [
-            Panel("Tokens / s by team and type", "timeseries", "short", [
-                (rate_sum("modelyard_tokens_total", "team, type", f"{M}, {P}, {T}"), "{{team}} {{type}}")], stack=True),
-            Panel("Tokens / s by model", "timeseries", "short", [
-                (rate_sum("modelyard_tokens_total", "model", f"{M}, {P}, {T}"), "{{model}}")], stack=True),
-            Panel("Cost USD / hour by team", "timeseries", "currencyUSD", [
-                (f"sum by (team) (rate(modelyard_cost_usd_total{{{M}, {T}}}[{RI}])) * 3600", "{{team}}")], stack=True),
-            Panel("Cost USD over the time range by team and model", "bargauge", "currencyUSD", [
-                (f"sort_desc(sum by (team, model) (increase(modelyard_cost_usd_total{{{M}, {T}}}[$__range])))",
-                 "{{team}} {{model}}")], instant=True, description="Spend over the selected time range."),
-            Panel("Quota remaining by team", "timeseries", "percentunit", [
-                (f"min by (team) (modelyard_quota_remaining_ratio{{{T}}})", "{{team}}")],
-                width=24, description="Only teams with a quota. At 0 the team gets 429 insufficient_quota.",
-                thresholds=[("red", None), ("orange", 0.1), ("green", 0.25)]),
-        ]),
-        ("Limits, retries and fallbacks", [
-            Panel("Rate limited / s by team and scope", "timeseries", "reqps", [
-                (rate_sum("modelyard_rate_limited_total", "team, scope", T), "{{team}} {{scope}}")], width=8, stack=True),
-            Panel("Retries / s by provider and reason", "timeseries", "reqps", [
-                (rate_sum("modelyard_retries_total", "provider, reason", P), "{{provider}} {{reason}}")], width=8, stack=True),
-            Panel("Fallbacks / s", "timeseries", "reqps", [
-                (rate_sum("modelyard_fallbacks_total", "from_model, to_model", ""), "{{from_model}} → {{to_model}}")],
-                width=8, stack=True),
-        ]),
-        ("Gateway internals", [
-            Panel("Redis reachable", "state-timeline", "short", [("min by (instance) (modelyard_redis_up)", "{{instance}}")],
-                  width=6, thresholds=[("red", None), ("green", 1)]),
-            Panel("Redis latency p99", "timeseries", "s", [
-                ("histogram_quantile(0.99, sum by (le, instance) "
-                 f"(rate(modelyard_redis_latency_seconds_bucket[{RI}])))", "{{instance}}")], width=6),
-            Panel("Redis errors / s", "timeseries", "short", [
-                (f"sum by (instance) (rate(modelyard_redis_errors_total[{RI}]))", "{{instance}}")], width=6),
-            Panel("Usage records dropped and config reloads", "timeseries", "short", [
-                (f"sum (increase(modelyard_usage_records_dropped_total[{RI}]))", "usage records dropped"),
-                (f"sum by (result) (increase(modelyard_config_reloads_total[{RI}]))", "config reload {{result}}")],
-                width=6),
-        ]),
+        Panel("Requests / s", "stat", "reqps", [(rate_sum(REQ, "", MP), "")], **small),
+        Panel("Error ratio (5xx)", "stat", "percentunit",
+              [(f"{rate_sum(REQ, '', MP5)} / {rate_sum(REQ, '', MP)}", "")],
+              thresholds=[("green", None), ("orange", 0.01), ("red", 0.05)], **small),
+        Panel("p95 latency", "stat", "s", [(quantile(0.95, DURATION, "", MP), "")], **small),
+        Panel("In flight", "stat", "short", [(f"sum (modelyard_inflight_requests{{{M}}})", "")], **small),
+        Panel("Providers up", "stat", "short",
+              [(f"count (max by (provider) (modelyard_provider_up{{{P}}}) == 1)", "")], **small),
+        Panel("Cost / hour", "stat", "currencyUSD",
+              [(f"sum (rate(modelyard_cost_usd_total{{{M}, {T}}}[{RI}])) * 3600", "")], **small),
     ]
+
+
+def traffic() -> list[Panel]:
+    return [
+        Panel("Requests / s by model", "timeseries", "reqps", [(rate_sum(REQ, "model", MP), "{{model}}")], stack=True),
+        Panel("Requests / s by provider", "timeseries", "reqps", [(rate_sum(REQ, "provider", MP), "{{provider}}")],
+              stack=True, description='provider="none": refused before any upstream (401, 403, 404, 429).'),
+        Panel("Responses / s by status", "timeseries", "reqps", [(rate_sum(REQ, "status", MP), "{{status}}")],
+              stack=True),
+        Panel("Error ratio (5xx) by provider", "timeseries", "percentunit",
+              [(f"{rate_sum(REQ, 'provider', MP5)} / {rate_sum(REQ, 'provider', MP)}", "{{provider}}")]),
+        Panel("Upstream errors / s by provider and status", "timeseries", "reqps",
+              [(rate_sum("modelyard_upstream_errors_total", "provider, status", P), "{{provider}} {{status}}")],
+              description="Every failed upstream attempt, retried ones included."),
+        Panel("Provider in rotation", "state-timeline", "short",
+              [(f"max by (provider) (modelyard_provider_up{{{P}}})", "{{provider}}")],
+              thresholds=[("red", None), ("green", 1)]),
+    ]
+
+
+def latency() -> list[Panel]:
+    return [
+        Panel("Request latency p50 / p95 / p99 by model", "timeseries", "s",
+              percentiles((0.5, 0.95, 0.99), DURATION, "model", MP)),
+        Panel("Request latency p95 by provider", "timeseries", "s", percentiles((0.95,), DURATION, "provider", MP)),
+        Panel("Time to first token p50 / p95 by model", "timeseries", "s",
+              percentiles((0.5, 0.95), TTFT, "model", MP)),
+        Panel("Time to first token p95 by provider", "timeseries", "s", percentiles((0.95,), TTFT, "provider", MP)),
+        Panel("Gateway overhead p50 / p99 by model", "timeseries", "s",
+              percentiles((0.5, 0.99), "modelyard_overhead_seconds", "model", M),
+              description="Time spent in Modelyard itself (auth, limits, routing, encoding), upstream excluded."),
+        Panel("In-flight requests by model", "timeseries", "short",
+              [(f"sum by (model) (modelyard_inflight_requests{{{M}}})", "{{model}}")], stack=True),
+    ]
+
+
+def tokens_and_cost() -> list[Panel]:
+    mpt, mt = f"{M}, {P}, {T}", f"{M}, {T}"
+    return [
+        Panel("Tokens / s by team and type", "timeseries", "short",
+              [(rate_sum("modelyard_tokens_total", "team, type", mpt), "{{team}} {{type}}")], stack=True),
+        Panel("Tokens / s by model", "timeseries", "short",
+              [(rate_sum("modelyard_tokens_total", "model", mpt), "{{model}}")], stack=True),
+        Panel("Cost USD / hour by team", "timeseries", "currencyUSD",
+              [(f"sum by (team) (rate(modelyard_cost_usd_total{{{mt}}}[{RI}])) * 3600", "{{team}}")], stack=True),
+        Panel("Cost USD over the time range by team and model", "bargauge", "currencyUSD",
+              [(f"sort_desc(sum by (team, model) (increase(modelyard_cost_usd_total{{{mt}}}[$__range])))",
+                "{{team}} {{model}}")], instant=True, description="Spend over the selected time range."),
+        Panel("Quota remaining by team", "timeseries", "percentunit",
+              [(f"min by (team) (modelyard_quota_remaining_ratio{{{T}}})", "{{team}}")], width=24,
+              description="Only teams with a quota. At 0 the team gets 429 insufficient_quota.",
+              thresholds=[("red", None), ("orange", 0.1), ("green", 0.25)]),
+    ]
+
+
+def limits() -> list[Panel]:
+    return [
+        Panel("Rate limited / s by team and scope", "timeseries", "reqps",
+              [(rate_sum("modelyard_rate_limited_total", "team, scope", T), "{{team}} {{scope}}")],
+              width=8, stack=True),
+        Panel("Retries / s by provider and reason", "timeseries", "reqps",
+              [(rate_sum("modelyard_retries_total", "provider, reason", P), "{{provider}} {{reason}}")],
+              width=8, stack=True),
+        Panel("Fallbacks / s", "timeseries", "reqps",
+              [(rate_sum("modelyard_fallbacks_total", "from_model, to_model", ""), "{{from_model}} → {{to_model}}")],
+              width=8, stack=True),
+    ]
+
+
+def internals() -> list[Panel]:
+    return [
+        Panel("Redis reachable", "state-timeline", "short",
+              [("min by (instance) (modelyard_redis_up)", "{{instance}}")],
+              width=6, thresholds=[("red", None), ("green", 1)]),
+        Panel("Redis latency p99", "timeseries", "s",
+              percentiles((0.99,), "modelyard_redis_latency_seconds", "instance", ""), width=6),
+        Panel("Redis errors / s", "timeseries", "short",
+              [(rate_sum("modelyard_redis_errors_total", "instance", ""), "{{instance}}")], width=6),
+        Panel("Usage records dropped and config reloads", "timeseries", "short", [
+            (f"sum (increase(modelyard_usage_records_dropped_total[{RI}]))", "usage records dropped"),
+            (f"sum by (result) (increase(modelyard_config_reloads_total[{RI}]))", "config reload {{result}}")],
+            width=6),
+    ]
+
+
+def rows() -> list[tuple[str, list[Panel]]]:
+    return [("Overview", overview()), ("Traffic and errors", traffic()), ("Latency", latency()),
+            ("Tokens and cost", tokens_and_cost()), ("Limits, retries and fallbacks", limits()),
+            ("Gateway internals", internals())]
 
 
 def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
