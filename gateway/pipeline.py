@@ -31,6 +31,7 @@ class RequestContext:
     ts: float  # time.time() at arrival
     body_size: int = 0
     trace: bool = False
+    record_id: str = ""  # the gateway's own unique id (request_id may be the client's)
     headers: dict[str, str] = field(default_factory=dict)  # response headers gathered on the way
 
 
@@ -53,8 +54,7 @@ class Pipeline:
 
     async def chat(self, ctx: RequestContext, body: Any) -> Reply | StreamReply:
         svc = self.svc
-        rec = UsageRecord(request_id=ctx.request_id, ts=ctx.ts, key_id=ctx.principal.key_id,
-                          team=ctx.principal.team)
+        rec = _record(ctx, "chat")
         if isinstance(body, dict):
             ctx.trace = ctx.trace or body.get("observability") is True
             if isinstance(body.get("user"), str):
@@ -132,8 +132,7 @@ class Pipeline:
 
     async def embeddings(self, ctx: RequestContext, body: Any) -> Reply:
         svc = self.svc
-        rec = UsageRecord(request_id=ctx.request_id, ts=ctx.ts, key_id=ctx.principal.key_id,
-                          team=ctx.principal.team, endpoint="embeddings")
+        rec = _record(ctx, "embeddings")
         st = svc.recorder.begin(rec, ctx)
         try:
             req = embeddings_request(body, svc.routes.default_model)
@@ -172,6 +171,14 @@ class Pipeline:
             raise
         finally:
             svc.recorder.finish(st)
+
+
+def _record(ctx: RequestContext, endpoint: str) -> UsageRecord:
+    rec = UsageRecord(request_id=ctx.record_id or ctx.request_id, ts=ctx.ts,
+                      key_id=ctx.principal.key_id, team=ctx.principal.team, endpoint=endpoint)
+    if ctx.record_id and ctx.record_id != ctx.request_id:
+        rec.extra["client_request_id"] = ctx.request_id
+    return rec
 
 
 def _default_max(route: Any) -> int:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.accounting.cost import cost_usd
 from gateway.accounting.record import UsageRecord
 from gateway.errors import GatewayError, RateLimited, QuotaExceeded
 from gateway.types import Usage
@@ -90,12 +91,8 @@ class Recorder:
             r.ttft_ms = (st.t_answered - st.ctx.t0) * 1000
         route = st.route
         price = route.price if route is not None else None
-        r.priced = price is not None
-        if price is not None:
-            cached = min(r.cached_tokens, r.prompt_tokens)
-            cached_rate = price.cached_input if price.cached_input is not None else price.input
-            r.cost_usd = ((r.prompt_tokens - cached) * price.input + cached * cached_rate
-                          + r.completion_tokens * price.output) / 1_000_000
+        r.cost_usd, r.priced = cost_usd(price, r.prompt_tokens, r.completion_tokens,
+                                        r.cached_tokens)
         self._metrics(st, now)
         res = self.res
         if res.sink is not None:
@@ -103,7 +100,8 @@ class Recorder:
         if st.reservation is not None and st.reservation.handle is not None:
             self._spawn(res.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd))
         if st.ctx.trace and res.traces is not None:
-            self._spawn(res.traces.put(r.request_id, r.key_id, self._trace(st), self.trace_ttl_s))
+            self._spawn(res.traces.put(st.ctx.request_id, r.key_id, self._trace(st),
+                                       self.trace_ttl_s))
         if self.access:
             self._access(st)
 
@@ -131,7 +129,7 @@ class Recorder:
     def _trace(self, st: RecState) -> dict[str, Any]:
         r = st.record
         return {
-            "request_id": r.request_id, "model": r.model, "status": r.status,
+            "request_id": st.ctx.request_id, "model": r.model, "status": r.status,
             "provider": r.provider or None, "upstream_model": r.upstream_model or None,
             "fallback": r.fallback or None, "stream": r.stream,
             "attempts": [a.to_json() for a in st.call.attempts] if st.call else [],
@@ -147,7 +145,7 @@ class Recorder:
     def _access(self, st: RecState) -> None:
         r = st.record
         access_log.info("request", extra={"access": {
-            "request_id": r.request_id, "key_id": r.key_id, "team": r.team, "model": r.model,
+            "request_id": st.ctx.request_id, "key_id": r.key_id, "team": r.team, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "status": r.status,
             "stream": r.stream, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "cost_usd": round(r.cost_usd, 8),

@@ -9,9 +9,9 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 
-from gateway.config.schema import GatewayConfig, Limits, Price, ProviderConfig, RouteConfig
+from gateway.config.schema import GatewayConfig, Limits, Price, ProviderConfig, RouteConfig  # noqa: F401
 from gateway.config.schema import Retries, Timeouts
-from gateway.config.loader import find_price
+from gateway.accounting.cost import lookup_price
 from gateway.errors import ModelNotFound
 from gateway.types import ProviderSpec, Target
 
@@ -119,7 +119,7 @@ class RouteTable:
                                   drop_unsupported=rc.drop_unsupported))
         price = rc.price if isinstance(rc.price, Price) else None
         if rc.price == "auto":  # priced by the concrete model ID, from the prices table
-            price = find_price(self.cfg.prices, concrete)
+            price = lookup_price(self.cfg.prices, concrete)
         return Route(
             id=concrete if rid.endswith("/*") else rid, targets=tuple(targets),
             fallbacks=rc.fallbacks, context_fallbacks=rc.context_fallbacks, price=price,

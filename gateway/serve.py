@@ -66,7 +66,7 @@ async def _serve_one(cfg: object, config_path: str, host: str | None, port: int 
     if cfg.server.metrics_port is not None:
         mrunner = web.AppRunner(metrics_app(), access_log=None)
         await mrunner.setup()
-        await web.TCPSite(mrunner, bind_host, cfg.server.metrics_port,
+        await web.TCPSite(mrunner, cfg.server.metrics_host or bind_host, cfg.server.metrics_port,
                           reuse_port=reuse_port or None).start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(max_port: int = 65535) -> int:
+    """A free loopback port; cluster nodes need port + 10000 (their bus port) to be valid too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port <= max_port:
+            return port
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
@@ -82,7 +86,7 @@ class RedisCluster:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0?cluster=1"
 
     def start(self, n: int = 3) -> "RedisCluster":
-        self.nodes = [RedisServer(cluster=True).start() for _ in range(n)]
+        self.nodes = [RedisServer(port=free_port(55535), cluster=True).start() for _ in range(n)]
         addrs = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0",
                         "--cluster-yes"], check=True, capture_output=True, timeout=60)

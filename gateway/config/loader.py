@@ -14,10 +14,12 @@ from typing import Any, Mapping
 import yaml
 
 from gateway.config.decode import decode, decode_dataclass, fmt_path
-from gateway.config.schema import GatewayConfig, Price, RouteConfig
+from gateway.accounting.cost import Price, lookup_price
+from gateway.config.schema import GatewayConfig, RouteConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SHIPPED_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.yaml"
+# config/prices.yaml, shipped inside the package too (gateway/config/prices.yaml links to it)
+SHIPPED_PRICES = Path(__file__).resolve().parent / "prices.yaml"
 
 
 class ConfigError(Exception):
@@ -108,21 +110,11 @@ def _load_prices(cfg: GatewayConfig, base_dir: Path | None, errors: list[str]) -
     return {**(out if isinstance(out, dict) else {}), **cfg.prices}
 
 
-def find_price(prices: Mapping[str, Price], name: str) -> Price | None:
-    """By full name (`openai/gpt-4o`), else the one entry whose name after the vendor matches."""
-    hit = prices.get(name)
-    if hit is not None:
-        return hit
-    tail = name.split("/", 1)[-1]
-    matches = [p for k, p in prices.items() if k.split("/", 1)[-1] == tail]
-    return matches[0] if len(matches) == 1 else None
-
-
 def _resolve_prices(cfg: GatewayConfig, prices: dict[str, Price], errors: list[str]) -> GatewayConfig:
     routes: dict[str, RouteConfig] = {}
     for rid, route in cfg.routes.items():
         if isinstance(route.price, str) and route.price != "auto":
-            price = find_price(prices, route.price)
+            price = lookup_price(prices, route.price)
             if price is None:
                 errors.append(f"{fmt_path(fmt_path('routes', rid), 'price')}: "
                               f"no price named {route.price!r} in the prices file")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.accounting.cost import Price
+
 ADAPTERS = ("openai", "anthropic", "gemini", "azure", "mock")
 
 
@@ -34,17 +36,6 @@ class Quota:
         if self.usd is not None and self.usd <= 0:
             out.append("usd: must be greater than 0")
         return out
-
-
-@dataclass(frozen=True)
-class Price:
-    input: float = 0.0
-    output: float = 0.0
-    cached_input: float | None = None
-
-    def problems(self) -> list[str]:
-        return [f"{n}: must not be negative" for n in ("input", "output", "cached_input")
-                if (getattr(self, n) or 0) < 0]
 
 
 @dataclass(frozen=True)
@@ -88,6 +79,7 @@ class ServerConfig:
     port: int = 8080
     max_body_mb: float = 20.0
     metrics_port: int | None = None
+    metrics_host: str = ""  # where metrics_port listens; empty: like host (a sidecar: 0.0.0.0)
     shutdown_grace_s: float = 30.0
     workers: int = 1
 

@@ -42,7 +42,7 @@ async def context(request: web.Request) -> RequestContext:
     trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
     request["principal"] = principal
     return RequestContext(request["request_id"], principal, time.perf_counter(), time.time(),
-                          trace=trace)
+                          trace=trace, record_id=request["record_id"])
 
 
 async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamResponse:

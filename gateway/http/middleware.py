@@ -23,10 +23,12 @@ def error_response(exc: GatewayError, request_id: str) -> web.Response:
 
 @web.middleware
 async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    own = uuid.uuid4().hex
+    rid = request.headers.get("x-request-id") or own
     if len(rid) > 128:
         rid = rid[:128]
-    request["request_id"] = rid
+    request["request_id"] = rid  # echoed: the client's own when it sent one
+    request["record_id"] = own  # unique per request: usage records are counted once by it
     try:
         resp = await handler(request)
     except GatewayError as exc:
