@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.base import apply_param_policy, with_defaults
-from gateway.errors import UpstreamError, UpstreamProtocolError, error_for_status, parse_retry_after
+from gateway.errors import UnsupportedParameter, UpstreamError, UpstreamProtocolError, error_for_status, parse_retry_after
 from gateway.types import (
     ChatRequest,
     ChatResponse,
@@ -40,11 +40,46 @@ def auth_headers(target: Target, default_header: str = "authorization") -> dict[
     return headers
 
 
+def web_search_mode(target: Target) -> str:
+    """How a vendor takes `tools: [{"type": "web_search"}]` (provider `options.web_search`):
+    `options` (OpenAI: `web_search_options`), `passthrough` (vendors that take the tool as is,
+    such as Lunos and OpenRouter) or `none` (a 400 naming the provider)."""
+    mode = target.provider.options.get("web_search")
+    if mode:
+        return str(mode)
+    return "options" if "api.openai.com" in (target.provider.base_url or "api.openai.com") \
+        else "passthrough"
+
+
+def _map_web_search(body: dict[str, Any], target: Target) -> dict[str, Any]:
+    tools = body.get("tools")
+    if not tools or not any(t.get("type") == "web_search" for t in tools):
+        return body
+    mode = web_search_mode(target)
+    if mode == "passthrough":
+        return body
+    if mode == "none":
+        if target.drop_unsupported:
+            rest = [t for t in tools if t.get("type") != "web_search"]
+            return {**{k: v for k, v in body.items() if k != "tools"}, **({"tools": rest} if rest else {})}
+        raise UnsupportedParameter(
+            f"provider '{target.provider.name}' has no built-in web search "
+            f"(tools[].type 'web_search')", param="tools")
+    rest = [t for t in tools if t.get("type") != "web_search"]
+    out = {k: v for k, v in body.items() if k != "tools"}
+    if rest:
+        out["tools"] = rest
+    out.setdefault("web_search_options", {})
+    return out
+
+
 def upstream_body(req: ChatRequest, target: Target) -> dict[str, Any]:
     """The client's body with the upstream model, route defaults and the vendor's policy applied."""
     body = apply_param_policy(req.body, target, target.provider.unsupported_params)
     body = with_defaults(body, target)
     body = {**body, "model": target.model}
+    if "tools" in body:
+        body = _map_web_search(body, target)
     if req.stream:
         opts = body.get("stream_options") or {}
         if not opts.get("include_usage"):
