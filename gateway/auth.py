@@ -49,6 +49,10 @@ def parse_expiry(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
+    try:
+        return float(value)  # unix seconds written as a string (YAML numbers become strings)
+    except ValueError:
+        pass
     dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)

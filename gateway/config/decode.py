@@ -6,11 +6,29 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from typing import Any, Literal, Union
 
+import yaml
+
 _MISSING = object()
+
+
+class EnvValue(str):
+    """A scalar that was exactly one `${VAR}` reference: its field's type decides how to read it.
+
+    `port: ${PORT}` with PORT=8080 gives the integer 8080, while `api_key: ${KEY}` with KEY=0123
+    stays the string "0123" (no YAML re-typing of strings); an empty value is null for an
+    optional field.
+    """
+
+    def typed(self) -> Any:
+        try:
+            return yaml.safe_load(str(self)) if self else None
+        except yaml.YAMLError:
+            return str(self)
 
 
 def fmt_path(base: str, key: str | int) -> str:
@@ -38,7 +56,7 @@ def decode(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        if (value is None or value == "" and isinstance(value, EnvValue)) and type(None) in args:
             return None
         candidates = [a for a in args if a is not type(None)]
         for cand in candidates:  # first candidate that decodes cleanly wins
@@ -55,7 +73,7 @@ def decode(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         if value not in allowed:
             errors.append(f"{path}: must be one of {', '.join(repr(a) for a in allowed)}, "
                           f"got {value!r}")
-        return value
+        return str(value) if isinstance(value, EnvValue) else value
     if origin is list or origin is tuple:
         if not isinstance(value, list):
             errors.append(f"{path}: expected a list, got {type(value).__name__}")
@@ -74,6 +92,13 @@ def decode(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 
 
 def _scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+    if isinstance(value, EnvValue):
+        if tp is str:
+            return str(value)
+        typed = value.typed()
+        if tp is Any:
+            return typed if isinstance(typed, (int, float, bool)) else str(value)
+        value = typed if isinstance(typed, (int, float, bool)) else str(value)
     if tp is Any:
         return value
     if tp is bool:
@@ -90,6 +115,8 @@ def _scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, (datetime.date, datetime.datetime)):  # unquoted YAML timestamps
+            return value.isoformat()
     else:
         return value
     errors.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -110,6 +137,7 @@ def decode_dataclass(cls: Any, value: Any, path: str, errors: list[str]) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             errors.append(f"{fmt_path(path, str(key))}: unknown key{hint}")
     kwargs: dict[str, Any] = {}
+    failed: set[str] = set()
     for name, f in fields.items():
         raw = value.get(name, _MISSING)
         if raw is _MISSING or (raw is None and _has_default(f)):
@@ -117,7 +145,16 @@ def decode_dataclass(cls: Any, value: Any, path: str, errors: list[str]) -> Any:
                 errors.append(f"{fmt_path(path, name)}: required")
                 kwargs[name] = None
             continue
-        kwargs[name] = decode(hints[name], raw, fmt_path(path, name), errors)
+        mine: list[str] = []
+        decoded = decode(hints[name], raw, fmt_path(path, name), mine)
+        if not f.repr:  # a secret: never echo the value it was given
+            mine = [m.split(", got ", 1)[0] for m in mine]
+        errors.extend(mine)
+        if mine:
+            failed.add(name)
+        if mine and decoded is None and _has_default(f):
+            continue  # keep the default, so that `problems()` below checks sane values
+        kwargs[name] = decoded
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
@@ -125,7 +162,12 @@ def decode_dataclass(cls: Any, value: Any, path: str, errors: list[str]) -> Any:
         return None
     check = getattr(obj, "problems", None)
     if check is not None:
-        errors.extend(f"{path}.{p}" if path else p for p in check())
+        try:
+            problems = check()
+        except (TypeError, AttributeError):  # a required field that failed to decode is None
+            problems = []
+        problems = [p for p in problems if p.split(":", 1)[0] not in failed]  # said already
+        errors.extend(f"{path}.{p}" if path else p for p in problems)
     return obj
 
 

@@ -9,11 +9,11 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Container, Mapping
 
 import yaml
 
-from gateway.config.decode import decode, decode_dataclass, fmt_path
+from gateway.config.decode import EnvValue, decode, decode_dataclass, fmt_path
 from gateway.accounting.cost import Price, lookup_price
 from gateway.config.schema import GatewayConfig, RouteConfig
 
@@ -30,10 +30,12 @@ class ConfigError(Exception):
 
 
 def expand_env(node: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string, with shell meaning for `:-`.
+    """Replace `${VAR}` / `${VAR:-default}` in every string, with shell meaning.
 
-    A scalar that is exactly one reference takes the YAML type of its value (`port: ${PORT}`
-    gives an integer); an empty value stays an empty string.
+    `${VAR}` is the variable's value (empty when it is set but empty) and an error naming the
+    variable when it is unset; `${VAR:-default}` gives `default` when it is unset or empty.
+    A scalar that is exactly one reference becomes an `EnvValue`, read by its field's type
+    (`port: ${PORT}` gives an integer, `api_key: ${KEY}` stays the exact string).
     """
     if isinstance(node, dict):
         return {k: expand_env(v, fmt_path(path, str(k)), env, errors) for k, v in node.items()}
@@ -44,24 +46,27 @@ def expand_env(node: Any, path: str, env: Mapping[str, str], errors: list[str]) 
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        value = env.get(name, "")
+        value = env.get(name)
         if value:
             return value
         if default is not None:
             return default
-        errors.append(f"{path}: environment variable {name} is not set")
+        if value is None:
+            errors.append(f"{path}: environment variable {name} is not set")
         return ""
 
-    whole = _VAR.fullmatch(node) is not None
     out = _VAR.sub(sub, node)
-    if whole and out:
-        try:
-            typed = yaml.safe_load(out)
-        except yaml.YAMLError:
-            return out
-        if isinstance(typed, (int, float, bool)):
-            return typed
-    return out
+    return EnvValue(out) if _VAR.fullmatch(node) is not None else out
+
+
+def wildcard_route(model_id: str, routes: Container[str]) -> str | None:
+    """The longest `prefix/*` in `routes` that matches `model_id` with a non-empty rest."""
+    parts = model_id.split("/")
+    for k in range(len(parts) - 1, 0, -1):
+        wid = "/".join(parts[:k]) + "/*"
+        if wid in routes and "/".join(parts[k:]):
+            return wid
+    return None
 
 
 def parse_config(text: str, *, source: str = "", env: Mapping[str, str] | None = None,
@@ -131,8 +136,7 @@ def _resolves(cfg: GatewayConfig, model_id: str) -> str | None:
         seen.add(current)
         route = cfg.routes.get(current)
         if route is None:
-            vendor = current.split("/", 1)[0]
-            return f"{vendor}/*" if "/" in current and f"{vendor}/*" in cfg.routes else None
+            return wildcard_route(current, cfg.routes)
         if route.alias is None:
             return current
         current = route.alias
@@ -146,6 +150,8 @@ def cross_check(cfg: GatewayConfig) -> list[str]:
         if "*" in rid and not (rid.endswith("/*") and rid.count("*") == 1):
             errors.append(f"{rpath}: a wildcard route must look like 'vendor/*'")
         for i, t in enumerate(route.targets):
+            if t is None or t.provider is None:
+                continue  # already reported by the decoder
             if t.provider not in cfg.providers:
                 errors.append(f"{fmt_path(rpath, 'targets')}[{i}].provider: "
                               f"unknown provider {t.provider!r}")

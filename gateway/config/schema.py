@@ -6,6 +6,7 @@ greater than 0"), reported with their path by the decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from gateway.accounting.cost import Price
@@ -112,11 +113,32 @@ class KeyConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
+        out = []
         if bool(self.key) == bool(self.key_sha256):
-            return ["key: give exactly one of key or key_sha256"]
-        if self.key_sha256 and len(self.key_sha256) != 64:
-            return ["key_sha256: must be a 64-character hex SHA-256 digest"]
-        return []
+            out.append("key: give exactly one of key or key_sha256")
+        elif self.key_sha256 and not _is_sha256(self.key_sha256):
+            out.append("key_sha256: must be a 64-character hex SHA-256 digest")
+        if self.expires_at and not _is_time(self.expires_at):
+            out.append("expires_at: must be an ISO 8601 time (2030-01-31T00:00:00Z) or unix "
+                       "seconds")
+        return out
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def _is_time(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        pass
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -148,7 +170,7 @@ class ProviderConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
-        if self.adapter not in ADAPTERS:
+        if self.adapter is not None and self.adapter not in ADAPTERS:
             return [f"adapter: unknown adapter {self.adapter!r} (known: {', '.join(ADAPTERS)})"]
         return []
 
