@@ -8,6 +8,7 @@ upstream for it) and the usage chunk is stripped when the client did not ask for
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, AsyncIterator
 
@@ -16,6 +17,8 @@ from gateway.dispatch import StreamStart
 from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout
 from gateway.sse import DONE
 from gateway.types import StreamEvent, Usage, dumps
+
+log = logging.getLogger(__name__)
 
 
 class ChunkEncoder:
@@ -54,7 +57,12 @@ def error_frame(exc: GatewayError) -> bytes:
 
 async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s: float,
                 on_first: Any = None) -> AsyncIterator[bytes]:
-    """Yield client frames. The caller closes this generator when the client goes away."""
+    """Yield client frames. The caller closes this generator when the client goes away.
+
+    Whatever goes wrong after the commit point ends the stream with one error event and no
+    `[DONE]`: an upstream error or cut, a stream without its terminal event, a stall longer than
+    `idle_s`, even a bug in a decoder (logged with its traceback).
+    """
     reader, decoder, chunks = start.reader, start.decoder, start.chunks
     completed = False
     try:
@@ -72,8 +80,8 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise UpstreamTimeout(f"the upstream stream stalled for more than {idle_s:g}s",
-                                      provider=rec.provider) from None
+                raise UpstreamTimeout(f"the upstream stream stalled for more than {idle_s:g}s "
+                                      f"(timeouts.idle_s)", provider=rec.provider) from None
             for sse in reader.feed(data):
                 for ev in decoder.feed(sse):
                     frame = enc.encode(ev)
@@ -91,11 +99,19 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
         rec.error_type = exc.code or exc.type
         if not isinstance(exc, (UpstreamTimeout, UpstreamProtocolError)):
             rec.error_type = exc.code or "upstream_error"
+        log.warning("stream ended by an upstream failure after the first byte",
+                    extra={"provider": rec.provider, "error": rec.error_type})
         yield error_frame(exc)
     except (GeneratorExit, asyncio.CancelledError):
         if not completed:
             rec.cut = "client_disconnected"
         raise
+    except Exception:
+        log.exception("stream relay failed", extra={"provider": rec.provider})
+        rec.cut, rec.error_type = "upstream_cut", "internal_error"
+        yield error_frame(UpstreamProtocolError(
+            "the gateway could not relay the rest of the upstream stream",
+            code="internal_error"))
     finally:
         start.response.close()
         _take_usage(enc, rec)

@@ -42,6 +42,9 @@ class _HttpResponse:
     async def read(self) -> bytes:
         try:
             return await self.resp.read()
+        except TimeoutError:  # aiohttp's own total/read timers (ServerTimeoutError included)
+            raise UpstreamTimeout(f"provider '{self.provider}' did not finish its answer within "
+                                  f"the request's time budget", provider=self.provider) from None
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise UpstreamProtocolError(f"provider '{self.provider}' cut the response short "
                                         f"({type(exc).__name__})", provider=self.provider) from None
@@ -56,6 +59,9 @@ class _HttpResponse:
                 if not data:
                     return
                 yield data
+        except TimeoutError:  # aiohttp's own timers (our idle timer cancels the task instead)
+            raise UpstreamTimeout(f"provider '{self.provider}' stream ran out of time",
+                                  provider=self.provider) from None
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise UpstreamProtocolError(f"provider '{self.provider}' cut the stream "
                                         f"({type(exc).__name__})", provider=self.provider) from None
@@ -132,6 +138,9 @@ class Upstream:
             async with asyncio.timeout(min(first_byte_s, total_s)):
                 resp = await session.request(ureq.method, ureq.url, data=ureq.body,
                                              headers=ureq.headers, timeout=timeout)
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamTimeout(f"cannot connect to provider '{provider}' within "
+                                  f"{connect_s:g}s (timeouts.connect_s)", provider=provider) from None
         except TimeoutError:
             raise UpstreamTimeout(f"provider '{provider}' did not answer within "
                                   f"{min(first_byte_s, total_s):.1f}s", provider=provider) from None

@@ -1,0 +1,58 @@
+"""Fixtures: a fault-injecting fake upstream and a gateway (create_app) in front of it."""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import pytest
+import yaml
+
+from gateway.app import create_app
+from gateway.config.loader import parse_config
+from tests.resilience.fake_upstream import FakeUpstream
+
+MASTER = "sk-resilience-master"
+AUTH = {"Authorization": f"Bearer {MASTER}"}
+Gateway = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any) -> FakeUpstream:
+    f = FakeUpstream()
+    server = await aiohttp_server(f.app)
+    f.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    return f
+
+
+def gateway_config(fake: FakeUpstream, routes: dict[str, Any], *,
+                   providers: tuple[str, ...] = ("p1", "p2", "p3"),
+                   provider_extra: dict[str, dict[str, Any]] | None = None,
+                   retries: dict[str, Any] | None = None, timeouts: dict[str, Any] | None = None,
+                   cooldown: dict[str, Any] | None = None,
+                   keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    provs = {}
+    for name in providers:
+        provs[name] = {"adapter": "openai", "base_url": f"{fake.base}/{name}/v1",  # type: ignore[attr-defined]
+                       "api_key": f"sk-upstream-{name}", **(provider_extra or {}).get(name, {})}
+    return {
+        "auth": {"master_key": MASTER, "keys": keys or []},
+        "providers": provs,
+        "routes": routes,
+        "retries": retries or {"attempts": 3, "backoff_s": 0.01, "backoff_max_s": 0.05},
+        "timeouts": timeouts or {"connect_s": 1, "first_token_s": 2, "total_s": 5, "idle_s": 1},
+        "cooldown": cooldown or {"failures": 100, "window_s": 60, "cooldown_s": 30},
+        "usage": {"jsonl_path": ""},
+        "logging": {"access_log": False},
+    }
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any) -> Gateway:
+    async def make(cfg: dict[str, Any]) -> Any:
+        app = create_app(parse_config(yaml.safe_dump(cfg), env={}))
+        return await aiohttp_client(app)
+    return make
+
+
+def chat(model: str = "m", *, stream: bool = False, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello"}],
+            "stream": stream, **extra}
