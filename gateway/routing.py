@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from gateway.config.schema import GatewayConfig, Limits, Price, ProviderConfig, RouteConfig  # noqa: F401
 from gateway.config.schema import Retries, Timeouts
 from gateway.accounting.cost import lookup_price
+from gateway.config.loader import wildcard_route
 from gateway.errors import ModelNotFound
 from gateway.types import ProviderSpec, Target
 
@@ -96,12 +97,9 @@ class RouteTable:
         rc = self._exact.get(current)
         if rc is not None:
             return Resolved(model_id, self._build(current, rc, current))
-        if "/" in current:
-            vendor = current.split("/", 1)[0]
-            wid = f"{vendor}/*"
-            rc = self._wild.get(wid)
-            if rc is not None:
-                return Resolved(model_id, self._build(wid, rc, current))
+        wid = wildcard_route(current, self._wild)  # the longest matching `prefix/*`
+        if wid is not None:
+            return Resolved(model_id, self._build(wid, self._wild[wid], current))
         raise ModelNotFound(self._not_found_message(model_id), param="model")
 
     def _build(self, rid: str, rc: RouteConfig, concrete: str) -> Route:
