@@ -29,11 +29,13 @@ run: install
 check-config: install
 	$(BIN)/modelyard check-config $(CONFIG)
 
-# What the tests need from Debian: a real redis-server (never a mock), and the validators of
-# the deployment files (promtool, kubectl, kubernetes-validate) installed by deploy/tools.sh.
+# What the tests need from Debian: a real redis-server (never a mock), Chromium for the status
+# page test, and the validators of the deployment files (promtool, kubectl, kubernetes-validate)
+# installed by deploy/tools.sh.
+APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v chromium),,chromium)
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDS) >/dev/null; fi
 	@if [ -f deploy/tools.sh ]; then bash deploy/tools.sh; fi
 
 test: install-test system-deps

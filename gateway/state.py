@@ -8,8 +8,6 @@ import logging
 import time
 from typing import Any, AsyncIterator
 
-from aiohttp import web
-
 from gateway.accounting.jsonl import JsonlWriter
 from gateway.accounting.memory_store import MemoryUsageStore
 from gateway.accounting.sink import UsageSink
@@ -59,7 +57,7 @@ def _redis_client(state: Any) -> Any:
     return getattr(primary, "client", None)
 
 
-async def state_resources(app: web.Application) -> AsyncIterator[None]:
+async def state_resources(app: Any) -> AsyncIterator[None]:
     res = app[RESOURCES]
     appstate = app[STATE]
     cfg: GatewayConfig = appstate.cfg
