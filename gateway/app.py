@@ -17,6 +17,7 @@ from gateway.lifecycle import AppState
 from gateway.metrics import Metrics
 from gateway.services import Resources, build_services
 from gateway.state import state_resources
+from gateway.tracing import create_tracing
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def create_app(cfg: GatewayConfig, config_path: str | Path | None = None,
     routes = _routes_of(cfg)
     res = Resources(upstream=Upstream(routes.providers), balancer=Balancer(cfg.cooldown),
                     metrics=Metrics(cfg.teams, cfg.metrics.max_models))
+    res.tracing = create_tracing(cfg.otel.endpoint, cfg.otel.service_name)
     app[RESOURCES] = res
     app[STATE] = AppState(app, cfg, Path(config_path) if config_path else None, max_body)
     app[SERVICES] = build_services(cfg, res)
@@ -63,6 +65,8 @@ async def _upstream_sessions(app: web.Application) -> AsyncIterator[None]:
     await res.upstream.start()
     yield
     await res.upstream.close()
+    if res.tracing is not None:
+        await asyncio.get_running_loop().run_in_executor(None, res.tracing.shutdown)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -32,6 +32,7 @@ class RequestContext:
     body_size: int = 0
     trace: bool = False
     record_id: str = ""  # the gateway's own unique id (request_id may be the client's)
+    trace_headers: dict[str, str] | None = None  # incoming W3C traceparent/tracestate
     headers: dict[str, str] = field(default_factory=dict)  # response headers gathered on the way
 
 

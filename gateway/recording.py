@@ -33,6 +33,7 @@ class RecState:
     t_answered: float = 0.0
     t_encoded: float = 0.0
     t_first_byte: float = 0.0
+    span: Any = None  # the OpenTelemetry request span, when tracing is on
 
     def mark_dispatch(self) -> None:
         self.t_dispatch = time.perf_counter()
@@ -70,7 +71,11 @@ class Recorder:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def begin(self, record: UsageRecord, ctx: Any) -> RecState:
-        return RecState(record, ctx)
+        st = RecState(record, ctx)
+        tracing = self.res.tracing
+        if tracing is not None:
+            st.span = tracing.start_request(record.endpoint, ctx.trace_headers or {})
+        return st
 
     def finish(self, st: RecState) -> None:
         try:
@@ -104,6 +109,8 @@ class Recorder:
                                        self.trace_ttl_s))
         if self.access:
             self._access(st)
+        if st.span is not None:
+            res.tracing.end_request(st.span, r)
 
     def _metrics(self, st: RecState, now: float) -> None:
         m = self.metrics

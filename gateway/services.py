@@ -35,6 +35,7 @@ class Resources:
     usage_store: Any = None
     recorder: Recorder | None = None
     state: Any = None  # gateway.limits.State
+    tracing: Any = None  # gateway.tracing.Tracing when otel.endpoint is set
 
 
 @dataclass

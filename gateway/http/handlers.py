@@ -41,8 +41,12 @@ async def context(request: web.Request) -> RequestContext:
     principal = await svc.auth.authenticate(request.headers)
     trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
     request["principal"] = principal
-    return RequestContext(request["request_id"], principal, time.perf_counter(), time.time(),
-                          trace=trace, record_id=request["record_id"])
+    ctx = RequestContext(request["request_id"], principal, time.perf_counter(), time.time(),
+                         trace=trace, record_id=request["record_id"])
+    if "traceparent" in request.headers:
+        ctx.trace_headers = {k: request.headers[k] for k in ("traceparent", "tracestate")
+                             if k in request.headers}
+    return ctx
 
 
 async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamResponse:
