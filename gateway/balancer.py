@@ -54,11 +54,15 @@ class Balancer:
         return st
 
     # ------------------------------------------------------------ health
-    def available(self, target: Target) -> bool:
-        """In rotation: closed, or half-open with no probe in flight (the caller becomes the probe)."""
+    def available(self, target: Target, owner: bool = False) -> bool:
+        """In rotation: closed, or half-open with no probe in flight (the caller becomes the probe).
+
+        `owner`: the caller's own failure tripped the breaker; its retries may go on (as the
+        probe) during the cool-down, while other requests skip the target."""
         key = target.key
         st = self._states.get(key)
-        if st is not None and st.open_until and (st.probing or self.clock() < st.open_until):
+        if st is not None and st.open_until and (
+                st.probing or (not owner and self.clock() < st.open_until)):
             return False
         return not self.shared_until or self.shared_until.get(key, 0.0) <= time.time()
 
@@ -115,7 +119,8 @@ class Balancer:
 
     def failure(self, target: Target, *, rate_limited: bool = False,
                 retry_after_s: float | None = None, probe: bool = False,
-                duration_s: float = 0.0) -> None:
+                duration_s: float = 0.0) -> bool:
+        """Count a failure; returns whether it took the target out of rotation."""
         st = self._state(target.key)
         now = self.clock()
         c = self.cooldown
@@ -136,6 +141,8 @@ class Balancer:
             st.failures.clear()
             if self.on_trip is not None:
                 self.on_trip(target.key, seconds)
+            return True
+        return False
 
     def release_probe(self, target: Target, probe: bool = True) -> None:
         """An attempt ended without a verdict (the client left): free the half-open slot if it

@@ -85,6 +85,7 @@ class Call:
     attempts: list[Attempt] = field(default_factory=list)
     retries: int = 0
     errors: list[UpstreamError] = field(default_factory=list)
+    tripped: str = ""  # key of the target this request's last failure took out of rotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,9 @@ class Dispatcher:
             sleep = rs.upcoming_sleep
             if sleep >= call.deadline - time.monotonic():
                 return True  # the wait would outlive the request: try the next target now
-            return balancer.wait_s(target) > sleep  # tripped: back after the next target
+            if call.tripped == target.key:
+                return False  # our own failure tripped it: our retry is the probe
+            return balancer.wait_s(target) > sleep  # tripped elsewhere: try the next target
 
         def before_sleep(rs: RetryCallState) -> None:
             exc = rs.outcome.exception() if rs.outcome else None
@@ -216,7 +219,7 @@ class Dispatcher:
 
     async def _attempt(self, call: Call, route: Route, target: Target) -> Any:
         balancer = self.balancer
-        if not balancer.available(target):
+        if not balancer.available(target, call.tripped == target.key):
             raise _Unavailable()
         remaining = call.deadline - time.monotonic()
         provider = target.provider.name
@@ -322,9 +325,10 @@ class Dispatcher:
         if self.metrics is not None:
             self.metrics.upstream_error(provider, exc.reason)
         if exc.failover or exc.retryable:  # the target's fault, not the request's
-            self.balancer.failure(target, rate_limited=isinstance(exc, UpstreamRateLimited),
-                                  retry_after_s=exc.retry_after_s, probe=probe,
-                                  duration_s=duration)
+            tripped = self.balancer.failure(
+                target, rate_limited=isinstance(exc, UpstreamRateLimited),
+                retry_after_s=exc.retry_after_s, probe=probe, duration_s=duration)
+            call.tripped = target.key if tripped else ""
         else:  # the target answered, about the request itself: it is healthy
             self.balancer.success(target, None)
 

@@ -56,3 +56,49 @@ def gateway(aiohttp_client: Any) -> Gateway:
 def chat(model: str = "m", *, stream: bool = False, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hello"}],
             "stream": stream, **extra}
+
+
+class Result:
+    def __init__(self, status: int, body: Any, headers: Any, elapsed: float, text: str) -> None:
+        self.status, self.body, self.headers, self.elapsed, self.text = \
+            status, body, headers, elapsed, text
+
+    @property
+    def error(self) -> dict[str, Any]:
+        return self.body["error"]  # type: ignore[no-any-return]
+
+
+async def post(client: Any, body: dict[str, Any], headers: dict[str, str] | None = None,
+               path: str = "/v1/chat/completions") -> Result:
+    import time
+
+    from gateway.types import loads
+
+    t0 = time.monotonic()
+    resp = await client.post(path, json=body, headers=headers or AUTH)
+    text = await resp.text()
+    elapsed = time.monotonic() - t0
+    parsed: Any = None
+    if not body.get("stream") or resp.status != 200:
+        parsed = loads(text) if text else None
+    return Result(resp.status, parsed, resp.headers, elapsed, text)
+
+
+def frames(text: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order."""
+    return [line[6:] for line in text.split("\n") if line.startswith("data: ")]
+
+
+def resources(client: Any) -> Any:
+    from gateway.http.keys import RESOURCES
+
+    return client.server.app[RESOURCES]
+
+
+def route(*targets: str, **extra: Any) -> dict[str, Any]:
+    """A route whose targets are `provider` or `provider:weight` on upstream model `up-<provider>`."""
+    out = []
+    for t in targets:
+        name, _, weight = t.partition(":")
+        out.append({"provider": name, "model": f"up-{name}", "weight": float(weight or 1)})
+    return {"targets": out, **extra}
