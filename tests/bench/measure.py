@@ -1,0 +1,119 @@
+"""One measured run: wrk against a target while the target's CPU time is read before and after.
+
+CPU per request = (utime+stime after - before) of the target's process tree / requests wrk
+completed. `sut_busy` and `mock_busy` are CPU seconds / wall seconds of the target and of the
+mock during the run: a mock near 1.0 would mean the upstream, not the target, was the limit.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.bench.procs import HarnessError, cpu_seconds, rss_mib
+from tests.bench.scenarios import Scenario, request_for
+from tests.bench.targets import Target
+from tests.bench.ttfb import measure_sync
+from tests.bench.wrk import WrkResult, lua_script, run_wrk
+
+
+@dataclass
+class Sample:
+    target: str
+    scenario: str
+    round: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    cpu_us: float  # per request
+    sut_busy: float
+    mock_busy: float
+
+
+@dataclass
+class TtfbSample:
+    target: str
+    scenario: str
+    round: int
+    p50_ms: float
+    p99_ms: float
+    streams: int
+    min_events: int
+    errors: int
+
+
+@dataclass
+class Runner:
+    """Runs wrk and the TTFB client for (target, scenario) pairs; scripts are cached."""
+
+    wrk: str
+    tmp: Path
+    aux_cpus: str
+    threads: int
+    gateway_key: str
+    mock: Target
+    scripts: dict[tuple[str, bool], Path] = field(default_factory=dict)
+
+    def script(self, sc: Scenario, native: bool) -> Path:
+        key = (sc.name, native)
+        if key not in self.scripts:
+            req = request_for(sc, native, self.gateway_key)
+            stem = f"{sc.name}-{'native' if native else 'gateway'}"
+            path = self.tmp / f"{stem}.lua"
+            path.write_text(lua_script(req, self.tmp / f"{stem}.body"))
+            self.scripts[key] = path
+        return self.scripts[key]
+
+    def url(self, t: Target, sc: Scenario) -> str:
+        return t.url + request_for(sc, t.native, self.gateway_key).path
+
+    def load(self, t: Target, sc: Scenario, duration_s: float) -> tuple[WrkResult, float, float]:
+        """wrk once; (result, target CPU seconds, mock CPU seconds)."""
+        if not t.proc.alive():
+            raise HarnessError(f"{t.name} died; log tail:\n{t.proc.tail()}")
+        cpu0, mock0 = cpu_seconds(t.proc.pid), cpu_seconds(self.mock.proc.pid)
+        res = run_wrk(self.wrk, self.url(t, sc), self.script(sc, t.native),
+                      connections=sc.concurrency, duration_s=duration_s, cpus=self.aux_cpus,
+                      threads=self.threads, timeout_s=10 if t.name != "litellm" else 30)
+        cpu1, mock1 = cpu_seconds(t.proc.pid), cpu_seconds(self.mock.proc.pid)
+        return res, cpu1 - cpu0, mock1 - mock0
+
+    def sample(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> Sample:
+        res, cpu, mock_cpu = self.load(t, sc, duration_s)
+        per_req = cpu / res.requests * 1e6 if res.requests else float("nan")
+        wall = res.duration_s or duration_s
+        return Sample(t.name, sc.name, rnd, res.rps, res.p50_ms, res.p90_ms, res.p99_ms,
+                      res.requests, res.errors, per_req, cpu / wall, mock_cpu / wall)
+
+    def ttfb(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> TtfbSample:
+        req = request_for(sc, t.native, self.gateway_key)
+        out = measure_sync(t.url + req.path, req, concurrency=sc.concurrency,
+                           duration_s=duration_s)
+        vals = sorted(out.ttfb_ms)
+        if not vals:
+            raise HarnessError(f"{t.name} / {sc.name}: no stream completed ({out.first_error})")
+        return TtfbSample(t.name, sc.name, rnd, pct(vals, 50), pct(vals, 99), len(vals),
+                          min(out.events), out.errors)
+
+    def soak(self, t: Target, sc: Scenario, total_s: float, step_s: float = 30.0
+             ) -> list[tuple[float, float]]:
+        """(elapsed s, RSS MiB) before and after each `step_s` of load, for `total_s`."""
+        points = [(0.0, rss_mib(t.proc.pid))]
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < total_s - 1:
+            step = min(step_s, total_s - (time.perf_counter() - t0))
+            res, _, _ = self.load(t, sc, max(1.0, step))
+            if res.errors:
+                raise HarnessError(f"{t.name}: errors during the soak")
+            points.append((time.perf_counter() - t0, rss_mib(t.proc.pid)))
+        return points
+
+
+def pct(sorted_vals: list[float], p: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, round(p / 100 * len(sorted_vals) + 0.5) - 1))
+    return sorted_vals[i]
