@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from gateway.config.schema import Limits, Quota, TeamConfig
-from gateway.errors import UpstreamRateLimited
+from gateway.errors import ServiceUnavailable, UpstreamRateLimited
 from gateway.limits import LimitCheck, QuotaCheck
 from gateway.metrics import REDIS_LATENCY
 from gateway.types import Target
@@ -63,6 +63,7 @@ class Limiter:
         active = [c for c in checks if c is not None]
         quotas = self.quota_checks(principal)
         if not active and not quotas:
+            self._closed_check()
             return NO_LIMITS
         t0 = time.perf_counter()
         decision = await self.backend.acquire(active, estimate, quotas)
@@ -70,6 +71,13 @@ class Limiter:
             REDIS_LATENCY.observe(time.perf_counter() - t0)
         decision.raise_for_refusal()
         return Reservation(decision.headers() if active else {}, decision.reservation)
+
+    def _closed_check(self) -> None:
+        """`on_redis_error: closed` means closed for every key, not only for keys with limits:
+        a key without limits skips the backend call, so ask the backend's state instead."""
+        b = self.backend
+        if getattr(b, "mode", None) == "closed" and not getattr(b, "up", True):
+            raise ServiceUnavailable("rate-limit state store (Redis) is unavailable")
 
     async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         if reservation.handle is not None:
