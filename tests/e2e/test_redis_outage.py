@@ -1,0 +1,114 @@
+"""Redis killed and restarted under a running gateway, in both `on_redis_error` modes, and the
+usage records of the outage kept until Redis returns."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.e2e.conftest import MakeGateway, settle
+from tests.e2e.support import KEY_FREE, KEY_LIM, MASTER, auth, eventually, fire, say
+from tests.redis_fixture import RedisServer
+
+
+async def redis_up_metric(gw: TestClient[Any, Any]) -> float:
+    text = await (await gw.get("/metrics")).text()
+    m = re.search(r"^modelyard_redis_up (\S+)$", text, re.M)
+    assert m, "modelyard_redis_up is not exported"
+    return float(m.group(1))
+
+
+async def status_of(gw: TestClient[Any, Any], key: str = KEY_FREE, text: str = "hi") -> int:
+    r = await gw.post("/v1/chat/completions", json=say(text), headers=auth(key))
+    await r.read()
+    return r.status
+
+
+async def test_open_mode_keeps_serving_and_recovers(own_redis: RedisServer,
+                                                    make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(own_redis.url)
+    assert await status_of(gw) == 200
+    assert await redis_up_metric(gw) == 1
+    own_redis.stop()
+    assert await status_of(gw) == 200  # served while Redis is down
+    assert (await gw.get("/readyz")).status == 200
+
+    async def down() -> bool:
+        return await redis_up_metric(gw) == 0
+
+    await eventually(down, 3.0, "modelyard_redis_up 0")
+    # limits fall back to per-process counting: still exact in this one process
+    results = await fire(7, lambda i: status_of(gw, KEY_LIM))
+    assert sorted(results) == [200] * 5 + [429] * 2
+    own_redis.start()
+
+    async def up() -> bool:
+        return await redis_up_metric(gw) == 1
+
+    await eventually(up, 5.0, "modelyard_redis_up 1 after restart")
+    assert await status_of(gw) == 200 and (await gw.get("/readyz")).status == 200
+
+
+async def test_closed_mode_refuses_while_down_and_recovers(own_redis: RedisServer,
+                                                           make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(own_redis.url, state={"redis_url": own_redis.url,
+                                                  "on_redis_error": "closed",
+                                                  "redis_budget_ms": 200})
+    assert await status_of(gw) == 200
+    await settle(gw)
+    own_redis.cli("SAVE")  # the restarted server loads what was written before the outage
+    own_redis.stop()
+
+    async def readyz_503() -> bool:
+        return (await gw.get("/readyz")).status == 503
+
+    await eventually(readyz_503, 3.0, "/readyz 503 with Redis down")  # without any request
+    r = await gw.post("/v1/chat/completions", json=say("hi"), headers=auth(KEY_LIM))
+    assert r.status == 503
+    body = await r.json()
+    assert body["error"]["message"] and "redis" in body["error"]["message"].lower()
+    assert await status_of(gw) == 503  # a key without limits too: closed means closed
+    own_redis.start()
+
+    async def ready() -> bool:
+        return (await gw.get("/readyz")).status == 200
+
+    await eventually(ready, 5.0, "/readyz 200 after restart")
+    assert await status_of(gw, KEY_LIM) == 200
+    assert await status_of(gw) == 200
+    await settle(gw)  # the records of the refused requests are written once Redis is back
+    r = await gw.get("/admin/usage?group_by=key", headers=auth(MASTER))
+    got = {row["key"]: row["requests"] for row in (await r.json())["data"]}
+    assert got == {"limited": 2, "free": 3}  # one before, the 503s during, one after each
+
+
+async def test_usage_recorded_during_outage_is_kept(own_redis: RedisServer,
+                                                    make_gateway: MakeGateway) -> None:
+    """3 requests before, 4 during and 2 after an outage: all 9 counted once it is over."""
+    gw = await make_gateway(own_redis.url)
+    for _ in range(3):
+        assert await status_of(gw, KEY_FREE, "usage 10 1") == 200
+    await settle(gw)
+    own_redis.cli("SAVE")  # the restarted server loads what was written before the outage
+    own_redis.stop()
+    for _ in range(4):
+        assert await status_of(gw, KEY_FREE, "usage 100 10") == 200
+    own_redis.start()
+    for _ in range(2):
+        assert await status_of(gw, KEY_FREE, "usage 1000 100") == 200
+    rows: list[dict[str, Any]] = []
+
+    async def all_there() -> bool:
+        nonlocal rows
+        r = await gw.get("/admin/usage?key=free&group_by=key", headers=auth(MASTER))
+        if r.status != 200:
+            return False
+        rows = (await r.json())["data"]
+        return bool(rows) and rows[0]["requests"] >= 9
+
+    await eventually(all_there, 8.0, "nine usage records in Redis")
+    [row] = rows
+    assert row["requests"] == 9
+    assert row["prompt_tokens"] == 3 * 10 + 4 * 100 + 2 * 1000
+    assert row["completion_tokens"] == 3 * 1 + 4 * 10 + 2 * 100
