@@ -46,8 +46,26 @@ USAGE_DROPPED = Counter(f"{NS}_usage_records_dropped_total", "Usage records drop
                         "buffer was full")
 CONFIG_RELOADS = Counter(f"{NS}_config_reloads_total", "Config reloads by result (ok|error)",
                          ["result"])
-REDIS_UP = Gauge(f"{NS}_redis_up", "1 while Redis answers (absent without Redis)",
-                 multiprocess_mode="livemin")
+
+
+class _AbsentUntilSet:
+    """A label-less gauge that is not exported until first set. A plain label-less Gauge is
+    exported as 0 from import on (in multiprocess mode too), so `redis_up` would read 0 on
+    every replica that has no Redis and the `min(modelyard_redis_up) == 0` alert would fire."""
+
+    def __init__(self, name: str, documentation: str, multiprocess_mode: str) -> None:
+        self._args = (name, documentation)
+        self._mode = multiprocess_mode
+        self._gauge: Gauge | None = None
+
+    def set(self, value: float) -> None:
+        if self._gauge is None:
+            self._gauge = Gauge(*self._args, multiprocess_mode=self._mode)
+        self._gauge.set(value)
+
+
+REDIS_UP = _AbsentUntilSet(f"{NS}_redis_up", "1 while Redis answers (absent without Redis)",
+                           multiprocess_mode="livemin")
 REDIS_ERRORS = Counter(f"{NS}_redis_errors_total", "Redis calls that failed or ran over budget")
 REDIS_LATENCY = Histogram(f"{NS}_redis_latency_seconds", "Redis round-trip time of the limit "
                           "check", buckets=REDIS_BUCKETS)
@@ -74,6 +92,11 @@ class Metrics:
         self.max_models = max_models
         self._models: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def configure(self, teams: Iterable[str], max_models: int) -> None:
+        """A reloaded config's label policy (teams added by the reload get their own label)."""
+        self.teams = frozenset(teams)
+        self.max_models = max_models
 
     def model_label(self, model: str, wildcard: bool) -> str:
         if not wildcard or model in self._models:
@@ -133,3 +156,18 @@ class Metrics:
 
     def provider_up(self, provider: str, up: bool) -> None:
         self._child(PROVIDER_UP, provider).set(1 if up else 0)
+
+    def quota_remaining(self, team: str, ratio: float) -> None:
+        """`quota_remaining_ratio{team}`; a team's ratio comes from `remaining_ratio()`."""
+        self._child(QUOTA_REMAINING, self.team_label(team)).set(min(max(ratio, 0.0), 1.0))
+
+
+def remaining_ratio(usage: Any) -> float | None:
+    """Share left of one quota's current period, the tighter of tokens and USD; `usage` is a
+    `gateway.limits.spec.QuotaUsage` (from the backend's `usage()`). None: nothing is capped."""
+    shares = []
+    if usage.limit_tokens:
+        shares.append(1.0 - usage.tokens / usage.limit_tokens)
+    if usage.limit_usd:
+        shares.append(1.0 - usage.cost_usd / usage.limit_usd)
+    return min(max(min(shares), 0.0), 1.0) if shares else None
