@@ -6,9 +6,37 @@ import sys
 import time
 from typing import Any
 
-from gateway.types import dumps
+import orjson
 
 _STD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_INT64 = (-(2 ** 63), 2 ** 64 - 1)
+
+
+def _default(obj: Any) -> Any:
+    """What orjson cannot encode by itself (sets, paths, exceptions, ...) is logged as text."""
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def _plain(value: Any) -> Any:
+    """A value orjson refused (an int beyond 64 bits somewhere), made encodable."""
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not _INT64[0] <= value <= _INT64[1]:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in (sorted(value, key=str) if isinstance(value, (set, frozenset))
+                                    else value)]
+    return value
+
+
+def _json(out: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(out, default=_default).decode()
+    except TypeError:  # a log line must never be lost to its extras
+        return orjson.dumps(_plain(out), default=_default).decode()
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +53,7 @@ class JsonFormatter(logging.Formatter):
                     out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return dumps(out).decode()
+        return _json(out)
 
 
 class TextFormatter(logging.Formatter):
