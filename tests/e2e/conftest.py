@@ -25,8 +25,9 @@ def make_gateway(aiohttp_client: Any, fake: FakeOpenAI) -> MakeGateway:
     """`await make_gateway(redis_url="", **config_changes)` → a TestClient on a fresh app."""
 
     async def make(redis_url: str = "", **changes: Any) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(build(config(fake.base_url, redis_url,
-                                                            **changes))))
+        app = create_app(build(config(fake.base_url, redis_url, **changes)))
+        # like `modelyard serve`: a client that goes away cancels its handler
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
 
     return make
 
