@@ -83,7 +83,8 @@ async def my_key(request: web.Request) -> web.Response:
     res = request.app[RESOURCES]
     quota = p.quota
     out: dict[str, Any] = {
-        "id": p.key_id, "team": p.team or None, "models": list(p.models) if p.models else None,
+        "id": p.key_id, "team": p.team or None,
+        "models": list(p.models) if p.models is not None else None,  # []: no model at all
         "limits": _limits_json(p.limits),
         "quota": None if quota is None else {"tokens": quota.tokens, "usd": quota.usd,
                                              "period": quota.period},
