@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.e2e.conftest import MakeGateway, settle
 from tests.e2e.support import (
-    KEY_FREE, KEY_LIM, KEY_Q1, KEY_Q2, KEY_QUOTA, KEY_T1, KEY_T2, KEY_TPM, auth, fire, say,
+    KEY_FREE, KEY_LIM, MASTER, KEY_Q1, KEY_Q2, KEY_QUOTA, KEY_T1, KEY_T2, KEY_TPM, auth, fire, say,
 )
 from tests.fakes import FakeOpenAI
 
@@ -39,6 +39,10 @@ async def test_key_rpm_exact_under_concurrent_fire(mode_url: str, make_gateway: 
     assert sorted(s for s, _, _ in results) == [200] * 5 + [429] * 4
     assert_rate_limited(results, "key")
     assert len(fake.requests) == 5  # refused requests never reach the upstream
+    await settle(gw)  # and every request, refused or not, has exactly one usage record
+    r = await gw.get("/admin/usage?key=limited&group_by=key", headers=auth(MASTER))
+    [row] = (await r.json())["data"]
+    assert (row["requests"], row["errors"], row["total_tokens"]) == (9, 4, 5 * 29)
 
 
 async def test_team_rpm_shared_by_two_keys(mode_url: str, make_gateway: MakeGateway) -> None:
