@@ -83,10 +83,12 @@ class Runner:
 
     def sample(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> Sample:
         res, cpu, mock_cpu = self.load(t, sc, duration_s)
-        per_req = cpu / res.requests * 1e6 if res.requests else float("nan")
+        nan = float("nan")
+        per_req = cpu / res.requests * 1e6 if res.requests else nan
         wall = res.duration_s or duration_s
-        return Sample(t.name, sc.name, rnd, res.rps, res.p50_ms, res.p90_ms, res.p99_ms,
-                      res.requests, res.errors, per_req, cpu / wall, mock_cpu / wall)
+        lat = (res.p50_ms, res.p90_ms, res.p99_ms) if res.requests else (nan, nan, nan)
+        return Sample(t.name, sc.name, rnd, res.rps, *lat, res.requests, res.errors, per_req,
+                      cpu / wall, mock_cpu / wall)
 
     def ttfb(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> TtfbSample:
         req = request_for(sc, t.native, self.gateway_key)

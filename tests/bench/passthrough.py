@@ -23,10 +23,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                                   headers={"content-type": up.headers.get("content-type", "")})
         if up.content_length is not None:
             resp.content_length = up.content_length
-        await resp.prepare(request)
-        async for chunk in up.content.iter_any():
-            await resp.write(chunk)
-        await resp.write_eof()
+        try:
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client left (wrk closes its connections at the end of a run)
         return resp
 
 

@@ -82,9 +82,9 @@ def scenario_table(agg: dict[tuple[str, str], rp.Agg], sc: str) -> list[str]:
             continue
         direct = t == "direct"
         rounds = ", ".join(f"{r:.0f}/{c:.0f}" for r, c in zip(a.rounds_rps, a.rounds_cpu))
-        cpu = f"{a.cpu_us:.0f}" + (" (mock)" if direct else "")
+        cpu = _f(a.cpu_us, ".0f") + (" (mock)" if direct else "")
         rows.append(
-            f"| {t} | {a.rps:.0f} | {a.p50:.2f} | {a.p90:.2f} | {a.p99:.2f} "
+            f"| {t} | {a.rps:.0f} | {_f(a.p50)} | {_f(a.p90)} | {_f(a.p99)} "
             f"| {'' if direct else _f(a.p50 - d.p50 if d else None)} "
             f"| {'' if direct else _f(a.p99 - d.p99 if d else None)} | {cpu} "
             f"| {'' if direct else _f(rp._ratio(a.cpu_us, p.cpu_us if p else None))} "

@@ -41,6 +41,7 @@ class Check:
 
 
 def _med(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]  # a run that completed nothing has NaN figures
     return statistics.median(xs) if xs else float("nan")
 
 

@@ -19,7 +19,7 @@ from tests.bench import targets as tg
 from tests.bench.measure import Runner, Sample, TtfbSample
 from tests.bench.procs import HarnessError
 from tests.bench.scenarios import SCENARIOS, Scenario, request_for
-from tests.bench.wrk import ensure_wrk
+from tests.bench.wrk import ensure_tool, ensure_wrk
 from tests.redis_fixture import RedisServer, free_port
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def _measure_all(run_: Runner, ts: list[tg.Target], opts: Options, res: Results)
 def run(opts: Options) -> Results:
     t0 = time.perf_counter()
     wrk = ensure_wrk()
+    ensure_tool("redis-server", "redis-server")
     no_litellm = tg.install_litellm() if opts.litellm else "smoke mode or --no-litellm"
     cpus = tg.plan_cpus()
     res = Results(opts, cpus)
@@ -172,7 +173,10 @@ def run(opts: Options) -> Results:
         mock.start(30)
         res.targets["direct"] = TargetInfo("direct", mock.proc.ready_s, tg.sample_rss(mock),
                                            pinned=cpus.aux)
-        redis.start()
+        try:
+            redis.start()
+        except RuntimeError as exc:
+            raise HarnessError(f"redis-server did not start: {exc}") from exc
         if redis.proc is not None and cpus.aux:
             os.sched_setaffinity(redis.proc.pid, {int(c) for c in cpus.aux.split(",")})
         b.redis_url = redis.url

@@ -32,24 +32,28 @@ end
 """
 
 
-def ensure_wrk() -> str:
-    """wrk's path; installs Debian's package with apt-get when it is missing."""
-    found = shutil.which("wrk")
+def ensure_tool(exe: str, package: str) -> str:
+    """`exe`'s path; installs Debian's `package` with apt-get when it is missing."""
+    found = shutil.which(exe)
     if found:
         return found
-    log.warning("wrk is missing: installing it with apt-get")
+    log.warning("%s is missing: installing Debian's %s with apt-get", exe, package)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    for cmd in (sudo + ["apt-get", "install", "-y", "-qq", "wrk"],
-                sudo + ["apt-get", "update", "-qq"],
-                sudo + ["apt-get", "install", "-y", "-qq", "wrk"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if done.returncode == 0 and cmd[-1] == "wrk" and shutil.which("wrk"):
-            break
-    found = shutil.which("wrk")
-    if not found:
-        raise HarnessError("wrk is not installed and `apt-get install wrk` failed")
-    return found
+    install = sudo + ["apt-get", "install", "-y", "-qq", package]
+    for cmd in (install, sudo + ["apt-get", "update", "-qq"], install):
+        try:
+            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("%s: %s", " ".join(cmd), exc)
+        found = shutil.which(exe)
+        if found:
+            return found
+    raise HarnessError(f"{exe} is not installed and `apt-get install {package}` failed")
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk", "wrk")
 
 
 def lua_script(req: Request, body_path: Path) -> str:
