@@ -1,7 +1,14 @@
-"""Lifecycle state: readiness, hot reload (SIGHUP and file changes) and provider health gauges."""
+"""Lifecycle state: readiness, hot reload (SIGHUP and file changes) and provider health gauges.
+
+A reload validates the file first: a config that does not load or does not build is refused with
+an error log line naming the problems and `config_reloads_total{result="error"}`, and the running
+generation keeps serving. A good one becomes a new `Services` generation; requests in flight keep
+the generation (and the upstream sessions) they started with.
+"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -13,16 +20,33 @@ from gateway.metrics import CONFIG_RELOADS
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 1.0
+HEALTH_INTERVAL_S = 1.0
+# Sections read once at start-up (listeners, state backend, usage sink): a reload keeps the
+# running values and says that a restart is needed for a change there to take effect.
+RESTART_ONLY = ("server", "state", "usage")
+DEFAULT_TOTAL_S = 600.0
+CUT_WAIT_S = 5.0  # after the grace period: how long cancelled requests get to record and unwind
+
+Fingerprint = tuple[str, int, int, int]
 
 
-def _fingerprint(path: Path) -> tuple[str, float, int] | None:
-    """Changes when the file's content does, including a ConfigMap's `..data` symlink swap."""
+def _fingerprint(path: Path) -> Fingerprint | None:
+    """Changes when the file's content does, including a ConfigMap's `..data` symlink swap
+    (the real path changes) and an in-place edit (mtime, size or inode changes)."""
     try:
         real = os.path.realpath(path)
         st = os.stat(real)
     except OSError:
         return None
-    return real, st.st_mtime, st.st_size
+    return real, st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _longest_request_s(cfg: GatewayConfig) -> float:
+    """The longest a request may live: retired upstream sessions stay open at least this long."""
+    totals = [cfg.timeouts.total_s or DEFAULT_TOTAL_S]
+    totals += [r.timeouts.total_s for r in cfg.routes.values()
+               if r.timeouts is not None and r.timeouts.total_s]
+    return max(totals)
 
 
 class AppState:
@@ -32,16 +56,65 @@ class AppState:
         self.path = path
         self.max_body = max_body
         self.ready = False
+        self.stopping = False  # set by SIGTERM/SIGINT: readiness is false from then on
         self.redis_ok = True  # set by the state backend's health hook
         self._seen = _fingerprint(path) if path else None
+        self._retired: dict[Any, asyncio.TimerHandle | None] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     def not_ready_reason(self) -> str:
+        if self.stopping:
+            return "shutting down: draining in-flight requests"
         if not self.ready:
             return "starting or shutting down"
         if self.cfg.state.redis_url and self.cfg.state.on_redis_error == "closed" \
                 and not self.redis_ok:
             return "Redis is unreachable and state.on_redis_error is 'closed'"
         return ""
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false now, before the listener closes and in-flight requests drain."""
+        self.stopping = True
+        self.ready = False
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def track_requests(self) -> Any:
+        """The outermost middleware: keeps each in-flight request's task (streams included, as
+        their handler returns after the last frame) so that the drain can wait for them."""
+        from aiohttp import web
+
+        inflight = self._inflight
+
+        @web.middleware
+        async def track(request: web.Request, handler: Any) -> web.StreamResponse:
+            task = asyncio.current_task()
+            assert task is not None
+            inflight.add(task)
+            try:
+                return await handler(request)
+            finally:
+                inflight.discard(task)
+
+        return track
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to `grace_s` for in-flight requests to end, then cancel the rest (their usage
+        is still recorded as cut) and give them `CUT_WAIT_S` to unwind. Returns how many were cut."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._inflight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._inflight), timeout=left)
+        cut = set(self._inflight)
+        if cut:
+            log.warning("shutdown grace period over: cutting %d in-flight request(s)", len(cut),
+                        extra={"grace_s": grace_s, "cut": len(cut)})
+            for task in cut:
+                task.cancel()
+            await asyncio.wait(cut, timeout=CUT_WAIT_S)
+        return len(cut)
 
     def rebuild(self) -> None:
         """Rebuild this generation's services (after the state resources started)."""
@@ -52,55 +125,102 @@ class AppState:
 
     def reload(self) -> bool:
         """Validate the file again and swap it in; a bad config is refused and the old one stays."""
-        from gateway.http.keys import RESOURCES, SERVICES
-        from gateway.services import build_services
-
         if self.path is None:
+            return False
+        if self.stopping:
+            log.info("config reload skipped: shutting down")
             return False
         self._seen = _fingerprint(self.path)
         try:
-            cfg = load_config(self.path)
+            cfg = self._keep_restart_only(load_config(self.path))
+            self._swap(cfg)
         except ConfigError as exc:
-            CONFIG_RELOADS.labels("error").inc()
-            log.error("config reload refused; the previous config keeps serving",
-                      extra={"problems": exc.problems})
-            return False
+            return self._refused(exc.problems)
+        except Exception as exc:  # a config that validates but does not build must not crash us
+            log.exception("config reload failed while building the new routing table")
+            return self._refused([f"{type(exc).__name__}: {exc}"])
+        CONFIG_RELOADS.labels("ok").inc()
+        log.info("config reloaded", extra={"routes": len(cfg.routes), "path": str(self.path)})
+        return True
+
+    def _refused(self, problems: list[str]) -> bool:
+        CONFIG_RELOADS.labels("error").inc()
+        log.error("config reload refused, the previous config keeps serving: %s",
+                  "; ".join(problems), extra={"problems": problems, "path": str(self.path)})
+        return False
+
+    def _keep_restart_only(self, cfg: GatewayConfig) -> GatewayConfig:
+        changed = [s for s in RESTART_ONLY if getattr(cfg, s) != getattr(self.cfg, s)]
+        if not changed:
+            return cfg
+        log.warning("config reload: changes to %s take effect on restart only; the running "
+                    "values stay", ", ".join(changed), extra={"sections": changed})
+        return dataclasses.replace(cfg, **{s: getattr(self.cfg, s) for s in changed})
+
+    def _swap(self, cfg: GatewayConfig) -> None:
+        from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.services import build_services
+
         res = self.app[RESOURCES]
-        svc = build_services(cfg, res)
+        svc = build_services(cfg, res)  # raises before anything is swapped
         retired = res.upstream.update(svc.routes.providers)
         self.app[SERVICES] = svc  # in-flight requests keep the generation they started with
         self.cfg = cfg
-        for session in retired:  # close retired sessions once their requests had time to end
-            asyncio.get_running_loop().call_later(
-                cfg.server.shutdown_grace_s, lambda s=session: asyncio.ensure_future(s.close()))
-        CONFIG_RELOADS.labels("ok").inc()
-        log.info("config reloaded", extra={"routes": len(cfg.routes)})
-        return True
+        self._retire(retired, _longest_request_s(cfg))
+
+    def _retire(self, sessions: list[Any], after_s: float) -> None:
+        """Close retired upstream sessions once no request that started on them can be alive
+        (their streams would be cut otherwise); `aclose()` closes the rest at shutdown."""
+        if not sessions:
+            return
+        loop = asyncio.get_running_loop()
+        for s in sessions:
+            self._retired[s] = loop.call_later(after_s, self._close_retired, s)
+
+    def _close_retired(self, session: Any) -> None:
+        if self._retired.pop(session, None) is not None:
+            asyncio.ensure_future(session.close())
+
+    async def aclose(self) -> None:
+        """At shutdown, after in-flight requests ended: close the retired upstream sessions."""
+        retired, self._retired = self._retired, {}
+        for session, handle in retired.items():
+            if handle is not None:
+                handle.cancel()
+            await session.close()
 
     async def watch_config(self) -> None:
+        """Poll the file's real path, mtime, size and inode; reload when they change."""
         if self.path is None:
             return
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             fp = _fingerprint(self.path)
-            if fp is not None and fp != self._seen:
+            if fp is not None and fp != self._seen and not self.stopping:
+                log.info("config file changed", extra={"path": str(self.path)})
                 self.reload()
 
     async def health_loop(self) -> None:
         """Keep `provider_up` current: 1 while any of a provider's targets is in rotation."""
+        while True:
+            try:
+                self._refresh_provider_up()
+            except Exception:  # a gauge refresh must never stop the loop
+                log.exception("provider health refresh failed")
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    def _refresh_provider_up(self) -> None:
         from gateway.http.keys import RESOURCES, SERVICES
 
-        while True:
-            svc = self.app[SERVICES]
-            res = self.app[RESOURCES]
-            up: dict[str, bool] = {name: False for name in svc.routes.providers}
-            for rid in svc.routes.listed_models():
-                try:
-                    targets = svc.routes.resolve(rid).targets
-                except Exception:
-                    continue
-                for t in targets:
-                    up[t.provider.name] = up.get(t.provider.name, False) or res.balancer.is_up(t)
-            for name, ok in up.items():
-                res.metrics.provider_up(name, ok)
-            await asyncio.sleep(1.0)
+        svc = self.app[SERVICES]
+        res = self.app[RESOURCES]
+        up: dict[str, bool] = {name: False for name in svc.routes.providers}
+        for rid in svc.routes.listed_models():
+            try:
+                targets = svc.routes.resolve(rid).targets
+            except Exception:
+                continue
+            for t in targets:
+                up[t.provider.name] = up.get(t.provider.name, False) or res.balancer.is_up(t)
+        for name, ok in up.items():
+            res.metrics.provider_up(name, ok)

@@ -1,7 +1,12 @@
 """`modelyard serve`: one process, or N worker processes sharing the port with SO_REUSEPORT.
 
-SIGTERM/SIGINT: readiness turns false at once, the listener closes, in-flight requests and
-streams get `server.shutdown_grace_s` to finish, usage buffers flush, exit 0. SIGHUP: reload.
+SIGTERM/SIGINT: readiness turns false at once, the listener closes (idle keep-alive connections
+too), in-flight requests and streams get `server.shutdown_grace_s` to finish (then they are cut),
+usage buffers flush, exit 0. A second SIGTERM/SIGINT while draining is logged and ignored.
+SIGHUP: reload the config (refused when invalid; the old one keeps serving).
+
+With `server.metrics_port`, that listener also answers /healthz and /readyz and stays open until
+the process exits: probes there see readiness false during the drain.
 """
 from __future__ import annotations
 
@@ -9,14 +14,15 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
+from typing import Any
 
 from gateway import logs
 
 log = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+LATE_REQUEST_S = 1.0
 
 
 def serve(config_path: str, *, host: str | None, port: int | None, workers: int | None,
@@ -29,6 +35,9 @@ def serve(config_path: str, *, host: str | None, port: int | None, workers: int 
         print(str(exc), file=sys.stderr)
         return 2
     n = workers if workers is not None else cfg.server.workers
+    if n < 1:
+        print("modelyard serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     if n > 1 and not cfg.state.redis_url:
         print("modelyard serve: --workers > 1 needs state.redis_url in the config: limits must "
               "stay exact across processes (in-process state is per process)", file=sys.stderr)
@@ -45,69 +54,176 @@ def serve(config_path: str, *, host: str | None, port: int | None, workers: int 
     return asyncio.run(_serve_one(cfg, config_path, host, port, reuse_port))
 
 
-async def _serve_one(cfg: object, config_path: str, host: str | None, port: int | None,
+async def _serve_one(cfg: Any, config_path: str, host: str | None, port: int | None,
                      reuse_port: bool) -> int:
     from aiohttp import web
 
-    from gateway.app import create_app, metrics_app
-    from gateway.config.schema import GatewayConfig
+    from gateway.app import create_app
     from gateway.http.keys import STATE
 
-    assert isinstance(cfg, GatewayConfig)
     started = time.perf_counter()
     app = create_app(cfg, config_path)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=cfg.server.shutdown_grace_s)
+    state = app[STATE]
+    app.middlewares.insert(0, state.track_requests())  # outermost: the drain waits on these
+    grace = cfg.server.shutdown_grace_s
+    # The drain (state.drain) enforces the grace period; aiohttp's own shutdown then only meets
+    # requests that raced the listener's close (it waits up to twice its timeout for them).
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, handle_signals=False,
+                           shutdown_timeout=min(grace, LATE_REQUEST_S))
     await runner.setup()
-    bind_host, bind_port = host or cfg.server.host, port if port is not None else cfg.server.port
-    site = web.TCPSite(runner, bind_host, bind_port, reuse_port=reuse_port or None, backlog=2048)
-    await site.start()
-    mrunner = None
-    if cfg.server.metrics_port is not None:
-        mrunner = web.AppRunner(metrics_app(), access_log=None)
-        await mrunner.setup()
-        await web.TCPSite(mrunner, cfg.server.metrics_host or bind_host, cfg.server.metrics_port,
-                          reuse_port=reuse_port or None).start()
-    loop = asyncio.get_running_loop()
+    try:
+        bind_host = host or cfg.server.host
+        bind_port = port if port is not None else cfg.server.port
+        await web.TCPSite(runner, bind_host, bind_port, reuse_port=reuse_port or None,
+                          backlog=2048).start()
+        probes = await _start_metrics_listener(cfg, state, bind_host, reuse_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app[STATE].reload)
+    _install_signal_handlers(state, stop)
     log.info("modelyard ready", extra={"host": bind_host, "port": bind_port, "pid": os.getpid(),
                                        "startup_ms": round((time.perf_counter() - started) * 1000)})
     await stop.wait()
-    app[STATE].ready = False
-    log.info("shutting down: draining in-flight requests",
-             extra={"grace_s": cfg.server.shutdown_grace_s})
-    await runner.cleanup()
-    if mrunner is not None:
-        await mrunner.cleanup()
-    log.info("stopped")
+    await _drain(runner, probes, state, grace)
     return 0
+
+
+def _install_signal_handlers(state: Any, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_stop(signame: str) -> None:
+        if state.stopping:
+            log.warning("%s while shutting down: still draining in-flight requests", signame)
+            return
+        state.begin_shutdown()  # readiness false now, before the listener closes
+        log.info("%s received: shutting down", signame)
+        stop.set()
+
+    def on_hup() -> None:
+        log.info("SIGHUP received: reloading the config")
+        state.reload()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def _drain(runner: Any, probes: Any, state: Any, grace: float) -> None:
+    """Listener closed, in-flight requests finish (or are cut after `grace`), usage flushed."""
+    t0 = time.perf_counter()
+    for site in list(runner.sites):
+        await site.stop()  # the listening socket closes: new connections are refused
+    if runner.server is not None:
+        runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after reply
+    log.info("shutting down: listener closed, draining in-flight requests",
+             extra={"grace_s": grace, "inflight": state.inflight})
+    cut = await state.drain(grace)
+    # The app's cleanup_ctx in reverse: lifecycle tasks, recorder drain, usage sink flush,
+    # state backend, upstream sessions.
+    await runner.cleanup()
+    await state.aclose()
+    if probes is not None:
+        await probes.cleanup()
+    log.info("stopped", extra={"drain_ms": round((time.perf_counter() - t0) * 1000), "cut": cut})
+
+
+async def _start_metrics_listener(cfg: Any, state: Any, host: str, reuse_port: bool) -> Any:
+    """`/metrics`, `/healthz` and `/readyz` on `server.metrics_port`, open until exit."""
+    if cfg.server.metrics_port is None:
+        return None
+    from aiohttp import web
+
+    from gateway.http import handlers
+    from gateway.http.keys import STATE
+    from gateway.http.middleware import request_id_and_errors
+
+    app = web.Application(middlewares=[request_id_and_errors])
+    app[STATE] = state
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, cfg.server.metrics_host or host, cfg.server.metrics_port,
+                          reuse_port=reuse_port or None).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 def _supervise(n: int, config_path: str, host: str | None, port: int | None,
                log_format: str | None) -> int:
-    """Start N workers; forward SIGTERM/SIGINT/SIGHUP; exit 0 when they have all stopped."""
+    """Start N workers; forward SIGTERM/SIGINT/SIGHUP to them; exit 0 when all stopped cleanly.
+
+    A worker that exits on its own (a crash, a port it cannot bind) stops the others and the
+    supervisor exits 1, so that the orchestrator restarts the whole set.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
     env = dict(os.environ)
+    own_dir = None
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelyard-metrics-")
+        own_dir = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelyard-metrics-")
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", config_path, "--workers", "1",
            "--reuse-port"]
-    if host:
-        cmd += ["--host", host]
-    if port is not None:
-        cmd += ["--port", str(port)]
-    if log_format:
-        cmd += ["--log-format", log_format]
-    children = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    for flag, value in (("--host", host), ("--port", port), ("--log-format", log_format)):
+        if value is not None and value != "":
+            cmd += [flag, str(value)]
+    alive: dict[int, Any] = {}  # pid -> Popen; only _reap() reaps, so these pids stay ours
+    stopping = [False]
 
     def forward(sig: int, _frame: object) -> None:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(sig)
+        if sig != signal.SIGHUP:
+            stopping[0] = True
+        for pid in list(alive):
+            _kill(pid, sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    codes = [c.wait() for c in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    previous = {sig: signal.signal(sig, forward) for sig in (*STOP_SIGNALS, signal.SIGHUP)}
+    try:
+        for _ in range(n):
+            if stopping[0]:
+                break
+            proc = subprocess.Popen(cmd, env=env)
+            alive[proc.pid] = proc
+        log.info("supervisor started workers", extra={"workers": list(alive), "pid": os.getpid()})
+        return _reap(alive, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _reap(alive: dict[int, Any], stopping: list[bool]) -> int:
+    failed = False
+    while alive:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        proc = alive.pop(pid, None)
+        if proc is None:
+            continue
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            failed = True
+        if not stopping[0]:
+            failed = True
+            stopping[0] = True
+            log.error("worker exited on its own: stopping the other workers",
+                      extra={"worker_pid": pid, "exit_code": code})
+            for other in list(alive):
+                _kill(other, signal.SIGTERM)
+    return 1 if failed else 0
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
