@@ -71,7 +71,7 @@ def rss_mib(pid: int) -> float:
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return bool(r.status == 200)
     except (OSError, urllib.error.URLError):
         return False
@@ -95,7 +95,7 @@ class Proc:
         assert self.popen is not None
         return self.popen.pid
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         argv = (["taskset", "-c", self.cpus] if self.cpus else []) + self.argv
         env = {**os.environ, **self.env}
         logf = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it after fork

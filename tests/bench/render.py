@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata as md
+import math
 import os
 import platform
 import shutil
@@ -23,7 +24,8 @@ def _cmd(argv: list[str]) -> str:
     if not shutil.which(argv[0]):
         return "missing"
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO)
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30,
+                              cwd=REPO)
     except (OSError, subprocess.SubprocessError):
         return "?"
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) \
@@ -53,28 +55,28 @@ def machine(res: Results) -> list[str]:
     ll = litellm_version() if res.options.litellm else ""
     c = res.cpus
     return [
-        f"- Date: {dt.datetime.fromtimestamp(res.started, dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        f"Modelyard commit {commit}{dirty}; run took {res.elapsed_s:.0f} s",
+        (f"- Date: {dt.datetime.fromtimestamp(res.started, dt.UTC):%Y-%m-%d %H:%M} UTC; "
+         f"Modelyard commit {commit}{dirty}; run took {res.elapsed_s:.0f} s"),
         f"- Machine: {_cpu_model()}, {os.cpu_count()} CPUs; Linux {platform.release()}",
         f"- Python {platform.python_version()}, aiohttp {ver('aiohttp')}, uvloop {ver('uvloop')}"
         f", orjson {ver('orjson')}; {_cmd(['redis-server', '--version'])[:40]}; "
         f"{_cmd(['wrk', '--version'])[:30]}" + (f"; LiteLLM {ll}" if ll else ""),
-        f"- Pinning: system under test on CPU {c.sut or 'any'}; mock, Redis, wrk, TTFB client "
-        f"on CPU {c.aux or 'any'}; --workers 2 on CPUs {c.sut2 or 'any'}",
-        f"- {res.options.rounds} round(s) of {res.options.duration_s:.0f} s per target and "
-        f"scenario, interleaved (target order rotated each round) after a "
-        f"{res.options.warmup_s:.0f} s warm-up; medians shown, each round in the last column",
+        (f"- Pinning: system under test on CPU {c.sut or 'any'}; mock, Redis, wrk, TTFB client "
+         f"on CPU {c.aux or 'any'}; --workers 2 on CPUs {c.sut2 or 'any'}"),
+        (f"- {res.options.rounds} round(s) of {res.options.duration_s:.0f} s per target and "
+         f"scenario, interleaved (target order rotated each round) after a "
+         f"{res.options.warmup_s:.0f} s warm-up; medians shown, each round in the last column"),
     ]
 
 
 def _f(x: float | None, fmt: str = ".2f") -> str:
-    return "—" if x is None or x != x else format(x, fmt)
+    return "—" if x is None or math.isnan(x) else format(x, fmt)
 
 
 def scenario_table(agg: dict[tuple[str, str], rp.Agg], sc: str) -> list[str]:
     d, p = agg.get(("direct", sc)), agg.get((rp.PASS_TARGET, sc))
-    rows = ["| target | RPS | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms | CPU µs/req "
-            "| CPU × pass | RPS × pass | errors | rounds: RPS / CPU µs |",
+    rows = [("| target | RPS | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms | CPU µs/req "
+             "| CPU × pass | RPS × pass | errors | rounds: RPS / CPU µs |"),
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for t in ORDER:
         a = agg.get((t, sc))
@@ -94,8 +96,8 @@ def scenario_table(agg: dict[tuple[str, str], rp.Agg], sc: str) -> list[str]:
 
 
 def ttfb_table(res: Results) -> list[str]:
-    rows = ["| scenario | target | TTFB p50 ms | TTFB p99 ms | streams | min events/stream "
-            "| errors |", "|---|---|--:|--:|--:|--:|--:|"]
+    rows = [("| scenario | target | TTFB p50 ms | TTFB p99 ms | streams | min events/stream "
+             "| errors |"), "|---|---|--:|--:|--:|--:|--:|"]
     for sc in SCENARIOS:
         for t in ORDER:
             xs = [x for x in res.ttfb if x.target == t and x.scenario == sc.name]
@@ -108,7 +110,7 @@ def ttfb_table(res: Results) -> list[str]:
 
 
 def startup_table(res: Results) -> list[str]:
-    rows = ["| target | ready ms (spawn → ready 200) | idle RSS MiB | RSS after load MiB | CPUs |",
+    rows = ["| target | ready ms (spawn → 200) | idle RSS MiB | RSS after load MiB | CPUs |",
             "|---|--:|--:|--:|---|"]
     for t in ORDER:
         i = res.targets.get(t)

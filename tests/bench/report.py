@@ -6,6 +6,7 @@ scenario. Ratios use the passthrough measured in the same run.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ class Check:
 
 
 def _med(xs: list[float]) -> float:
-    xs = [x for x in xs if x == x]  # a run that completed nothing has NaN figures
+    xs = [x for x in xs if not math.isnan(x)]  # a run that completed nothing has NaN figures
     return statistics.median(xs) if xs else float("nan")
 
 
@@ -58,7 +59,7 @@ def aggregate(res: Results) -> dict[tuple[str, str], Agg]:
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b != b or a != a or b <= 0:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b <= 0:
         return None
     return a / b
 

@@ -5,6 +5,7 @@ binds to 127.0.0.1 only, and every wait is bounded.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -198,10 +199,9 @@ def run(opts: Options) -> Results:
 
 
 def smoke_options(**over: Any) -> Options:
-    base = dict(smoke=True, rounds=1, duration_s=1.0, warmup_s=1.0, ttfb_s=0.5, litellm=False,
-                workers=True)
-    base.update(over)
-    return Options(**base)  # type: ignore[arg-type]
+    base = Options(smoke=True, rounds=1, duration_s=1.0, warmup_s=1.0, ttfb_s=0.5,
+                   litellm=False, workers=True)
+    return dataclasses.replace(base, **over)
 
 
 def scenario(name: str) -> Scenario:

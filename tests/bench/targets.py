@@ -150,7 +150,7 @@ def install_litellm(timeout_s: float = 1200) -> str:
                        capture_output=True, timeout=300)
         done = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q",
                                "--disable-pip-version-check", "litellm[proxy]"],
-                              capture_output=True, text=True, timeout=timeout_s)
+                              check=False, capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"LiteLLM could not be installed: {exc}"
     if done.returncode != 0 or not exe.exists():
@@ -161,8 +161,8 @@ def install_litellm(timeout_s: float = 1200) -> str:
 def litellm_version() -> str:
     pip = LITELLM_VENV / "bin" / "pip"
     try:
-        out = subprocess.run([str(pip), "show", "litellm"], capture_output=True, text=True,
-                             timeout=60).stdout
+        out = subprocess.run([str(pip), "show", "litellm"], check=False, capture_output=True,
+                             text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
     return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
@@ -174,7 +174,7 @@ def check_reply(t: Target, sc: Scenario, req: Request) -> None:
     hdrs = {"Content-Type": "application/json", **req.headers}
     r = urllib.request.Request(t.url + req.path, data=req.body, headers=hdrs, method="POST")
     try:
-        with urllib.request.urlopen(r, timeout=30) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(r, timeout=30) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()

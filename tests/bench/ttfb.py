@@ -36,7 +36,7 @@ async def _worker(session: aiohttp.ClientSession, url: str, req: Request, deadli
                 rest = await resp.read()
                 if resp.status != 200 or not first:
                     raise ValueError(f"HTTP {resp.status}: {(first + rest)[:200]!r}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             out.errors += 1
             out.first_error = out.first_error or f"{type(exc).__name__}: {exc}"
             continue

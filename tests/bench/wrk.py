@@ -43,7 +43,7 @@ def ensure_tool(exe: str, package: str) -> str:
     install = sudo + ["apt-get", "install", "-y", "-qq", package]
     for cmd in (install, sudo + ["apt-get", "update", "-qq"], install):
         try:
-            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+            subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("%s: %s", " ".join(cmd), exc)
         found = shutil.which(exe)
@@ -83,7 +83,8 @@ def run_wrk(wrk: str, url: str, script: Path, *, connections: int, duration_s: f
         wrk, f"-t{max(1, min(threads, connections))}", f"-c{connections}",
         f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s:.0f}s", "-s", str(script), url]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+        done = subprocess.run(argv, check=False, capture_output=True, text=True,
+                              timeout=duration_s + 60)
     except subprocess.TimeoutExpired as exc:
         raise HarnessError(f"wrk did not finish: {' '.join(argv)}") from exc
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARK)), None)
