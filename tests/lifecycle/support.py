@@ -133,15 +133,16 @@ class Gateway:
         return int(self.proc.returncode)
 
     async def wait_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0,
-                       what: str = "log line") -> dict[str, Any]:
+                       what: str = "log line", count: int = 1) -> dict[str, Any]:
+        """The `count`-th log record that matches, once it has been written."""
         found: list[dict[str, Any]] = []
 
         async def seen() -> bool:
             found[:] = [r for r in self.log_records() if predicate(r)]
-            return bool(found)
+            return len(found) >= count
 
         await until(seen, timeout, what)
-        return found[0]
+        return found[count - 1]
 
     def rss_kib(self, pid: int | None = None) -> int:
         for line in Path(f"/proc/{pid or self.pid}/status").read_text().splitlines():
