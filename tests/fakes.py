@@ -29,9 +29,10 @@ Scripting, per answer:
 
 Every request is recorded (`fake.requests`, a list of `Recorded`): method, path, query, headers
 (lower-case names), raw body and decoded JSON, and how the exchange ended (`outcome`: "answered",
-"client_gone" when the caller closed the connection first, "dropped", "hung"). `rec.finished` is an
+"client_gone" when the caller closed the connection first, "dropped", "hung"; the flag
+`client_gone` is also set when the caller abandoned a hung answer). `rec.finished` is an
 `asyncio.Event` set when the fake's handler is done; `fake.wait_requests(n)` waits for n requests.
-Hung and paused handlers are released when the fake closes, so shutdown is prompt.
+Hung and paused handlers are cut (connection aborted) when the fake closes, so shutdown is prompt.
 """
 from __future__ import annotations
 
@@ -238,6 +239,7 @@ class Recorded:
     body: bytes
     json: Any  # the decoded body, or None when it is not JSON
     outcome: str = "pending"  # answered | client_gone | dropped | hung
+    client_gone: bool = False  # the caller closed the connection before the fake was done
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
@@ -337,20 +339,22 @@ class FakeOpenAI:
                 return await self._stream(request, rec, answer)
             return await self._reply(request, rec, answer)
         except (asyncio.CancelledError, ConnectionResetError):
+            if rec.outcome != "dropped" and not self._closing.is_set():
+                rec.client_gone = True
             if rec.outcome == "pending":
                 rec.outcome = "client_gone"
             raise
         finally:
             rec.finished.set()
 
-    async def _before_headers(self, answer: Reply | Stream) -> None:
+    async def _before_headers(self, request: web.Request, answer: Reply | Stream) -> None:
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         if answer.gate is not None:
-            await self._wait(answer.gate)
+            await self._wait(request, answer.gate)
 
-    async def _wait(self, event: asyncio.Event) -> None:
-        """Wait for `event`, or for the fake to close (so that shutdown never waits on a test)."""
+    async def _wait(self, request: web.Request, event: asyncio.Event) -> None:
+        """Wait for `event`; if the fake closes first, cut the connection (shutdown never waits)."""
         closing = asyncio.ensure_future(self._closing.wait())
         waiting = asyncio.ensure_future(event.wait())
         try:
@@ -358,6 +362,14 @@ class FakeOpenAI:
         finally:
             closing.cancel()
             waiting.cancel()
+        if not event.is_set():
+            await self._hang(request)
+
+    async def _hang(self, request: web.Request) -> None:
+        """Until the caller leaves (the handler is cancelled) or the fake closes (abort)."""
+        await self._closing.wait()
+        _abort(request)
+        raise asyncio.CancelledError
 
     async def _reply(self, request: web.Request, rec: Recorded, answer: Reply) -> web.StreamResponse:
         if answer.drop:
@@ -366,8 +378,8 @@ class FakeOpenAI:
             raise asyncio.CancelledError  # nothing more to send on a closed connection
         if answer.hang:
             rec.outcome = "hung"
-            await self._closing.wait()
-        await self._before_headers(answer)
+            await self._hang(request)
+        await self._before_headers(request, answer)
         body = answer.body
         data = body if isinstance(body, bytes) else b"" if body is None else orjson.dumps(body)
         resp = web.Response(status=answer.status, body=data, headers=dict(answer.headers))
@@ -376,7 +388,7 @@ class FakeOpenAI:
         return resp
 
     async def _stream(self, request: web.Request, rec: Recorded, answer: Stream) -> web.StreamResponse:
-        await self._before_headers(answer)
+        await self._before_headers(request, answer)
         resp = web.StreamResponse(status=answer.status, headers={
             "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
             **dict(answer.headers)})
@@ -389,10 +401,9 @@ class FakeOpenAI:
                 raise asyncio.CancelledError
             if first == answer.hang_after:
                 rec.outcome = "hung"
-                await self._closing.wait()
-                return resp
+                await self._hang(request)
             if first in answer.pause:
-                await self._wait(answer.pause[first])
+                await self._wait(request, answer.pause[first])
             for piece in split_bytes(data, answer.split) if answer.split else [data]:
                 if answer.chunk_delay_s:
                     await asyncio.sleep(answer.chunk_delay_s)

@@ -207,6 +207,17 @@ async def test_client_disconnect_closes_the_upstream_connection(fake: FakeOpenAI
     assert not never.is_set()
 
 
+async def test_client_leaving_before_the_answer_cancels_the_upstream_call(fake: FakeOpenAI,
+                                                                         gw: Any) -> None:
+    fake.push(Reply(hang=True))
+    task = asyncio.ensure_future(gw.post("/v1/chat/completions", headers=auth(KEY_ALL),
+                                         json=chat()))
+    [rec] = await fake.wait_requests(1)
+    task.cancel()  # the client gives up while the gateway waits for the upstream's headers
+    await asyncio.wait_for(rec.finished.wait(), WAIT)
+    assert rec.client_gone
+
+
 async def test_stream_cut_after_first_byte_ends_with_an_error_event(fake: FakeOpenAI,
                                                                     gw: Any) -> None:
     for script in (Stream(text_stream(["a", "b"]), drop_after=2),
