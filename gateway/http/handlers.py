@@ -21,14 +21,14 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
         raise InvalidRequest(f"Content-Type must be application/json, got '{ctype or 'none'}'",
                              code="unsupported_content_type")
     limit = request.app[STATE].max_body
+    too_large = (f"the request body is larger than server.max_body_mb "
+                 f"({limit / (1024 * 1024):g} MiB)")  # not `//`: 0.5 MiB is not "0 MiB"
     if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"the request body is larger than server.max_body_mb "
-                           f"({limit // (1024 * 1024)} MiB)")
+        raise BodyTooLarge(too_large)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLarge(f"the request body is larger than server.max_body_mb "
-                           f"({limit // (1024 * 1024)} MiB)") from None
+        raise BodyTooLarge(too_large) from None
     try:
         return loads(raw), len(raw)
     except ValueError as exc:

@@ -40,8 +40,11 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
         body = {"error": {"message": exc.reason if status != 413 else
                           "the request body is larger than server.max_body_mb",
                           "type": "invalid_request_error", "param": None, "code": code}}
+        headers = {"x-request-id": rid}
+        if "Allow" in exc.headers:  # 405: which methods the path takes
+            headers["Allow"] = exc.headers["Allow"]
         return web.Response(status=status, body=dumps(body), content_type="application/json",
-                            headers={"x-request-id": rid})
+                            headers=headers)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
         body = {"error": {"message": f"internal error (request id {rid})", "type": "server_error",
