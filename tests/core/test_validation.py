@@ -172,6 +172,25 @@ async def test_body_over_max_body_mb_is_413(fake: FakeOpenAI, gw: Any) -> None:
     assert fake.requests == []
 
 
+async def test_413_names_a_fractional_limit(fake: FakeOpenAI, make_gateway: Any) -> None:
+    from tests.core.support import base_config
+
+    data = base_config(fake.base_url)
+    data["server"]["max_body_mb"] = 0.5
+    client = await make_gateway(data)
+    resp = await client.post("/v1/chat/completions", data=big_body(),
+                             headers={**auth(KEY_ALL), "content-type": "application/json"})
+    assert resp.status == 413
+    assert "(0.5 MiB)" in (await resp.json())["error"]["message"]
+
+
+async def test_wrong_method_is_an_openai_shaped_405(gw: Any) -> None:
+    resp = await gw.get("/v1/chat/completions", headers=auth(KEY_ALL))
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
+    assert "POST" in resp.headers["Allow"]
+
+
 async def test_chunked_body_over_max_body_mb_is_413(fake: FakeOpenAI, gw: Any) -> None:
     data = big_body()
 
