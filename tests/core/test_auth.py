@@ -10,7 +10,6 @@ from gateway.auth import Authenticator, parse_expiry
 from gateway.errors import AuthenticationFailed
 from gateway.logs import JsonFormatter
 from gateway.routing import RouteTable
-from tests.core.conftest import MakeGateway
 from tests.core.support import (KEY_A, KEY_ALL, KEY_HASHED, KEY_OLD, MASTER, PROVIDER_KEY,
                                 SECRETS, auth, base_config, build)
 from tests.fakes import FakeOpenAI, Reply, error_body
