@@ -140,13 +140,15 @@ class AppState:
             log.exception("config reload failed while building the new routing table")
             return self._refused([f"{type(exc).__name__}: {exc}"])
         CONFIG_RELOADS.labels("ok").inc()
-        log.info("config reloaded", extra={"routes": len(cfg.routes), "path": str(self.path)})
+        log.info("config reloaded", extra={"routes": len(cfg.routes), "path": str(self.path),
+                                           "pid": os.getpid()})
         return True
 
     def _refused(self, problems: list[str]) -> bool:
         CONFIG_RELOADS.labels("error").inc()
         log.error("config reload refused, the previous config keeps serving: %s",
-                  "; ".join(problems), extra={"problems": problems, "path": str(self.path)})
+                  "; ".join(problems),
+                  extra={"problems": problems, "path": str(self.path), "pid": os.getpid()})
         return False
 
     def _keep_restart_only(self, cfg: GatewayConfig) -> GatewayConfig:
