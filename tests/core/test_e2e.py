@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ async def test_error_that_reached_an_upstream_names_the_provider(fake: FakeOpenA
 # ----------------------------------------------------------------------------- streaming
 
 
-async def test_stream_strips_usage_the_client_did_not_ask_for(fake: FakeOpenAI, gw: Any) -> None:
+async def test_stream_strips_usage_the_client_did_not_ask_for(
+        fake: FakeOpenAI, gw: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="modelyard.access")
     fake.push(Stream(text_stream(["Hel", "lo", "!"], usage=(19, 3))))
     resp = await gw.post("/v1/chat/completions", headers=auth(KEY_ALL), json=chat(stream=True))
     assert resp.status == 200
@@ -132,6 +135,9 @@ async def test_stream_strips_usage_the_client_did_not_ask_for(fake: FakeOpenAI, 
     sent = fake.last.json
     assert sent["stream"] is True
     assert sent["stream_options"] == {"include_usage": True}  # asked for, though the client did not
+    [line] = [r.access for r in caplog.records if r.name == "modelyard.access"]  # type: ignore[attr-defined]
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (19, 3)  # usage still captured
+    assert line["stream"] is True and line["provider"] == "fakeai"
 
 
 async def test_stream_keeps_usage_when_the_client_asked(fake: FakeOpenAI, gw: Any) -> None:
