@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 from gateway.accounting.record import UsageRecord
 from gateway.auth import Principal
@@ -17,7 +17,7 @@ from gateway.dispatch import Call, Outcome, StreamStart
 from gateway.errors import GatewayError
 from gateway.recording import Recorder
 from gateway.streaming import ChunkEncoder, relay
-from gateway.types import ChatRequest, ChatResponse, EmbeddingsResponse, dumps
+from gateway.types import ChatRequest, dumps
 from gateway.validation import chat_request, embeddings_request
 
 DEFAULT_COMPLETION_ESTIMATE = 1024
@@ -26,7 +26,7 @@ DEFAULT_COMPLETION_ESTIMATE = 1024
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
-    principal: Principal
+    principal: Principal | None
     t0: float  # time.perf_counter() at arrival
     ts: float  # time.time() at arrival
     body_size: int = 0
@@ -49,60 +49,103 @@ class StreamReply:
     frames: AsyncIterator[bytes]
 
 
+Loader = Callable[[], Awaitable[tuple[Any, int]]]  # reads and decodes the body: (json, size)
+
+
 class Pipeline:
     def __init__(self, svc: Any) -> None:
         self.svc = svc  # gateway.services.Services: one config generation's resources
 
-    async def chat(self, ctx: RequestContext, body: Any) -> Reply | StreamReply:
+    async def chat(self, ctx: RequestContext, headers: Mapping[str, str],
+                   load: Loader) -> Reply | StreamReply:
         svc = self.svc
-        rec = _record(ctx, "chat")
-        if isinstance(body, dict):
-            ctx.trace = ctx.trace or body.get("observability") is True
-            if isinstance(body.get("user"), str):
-                rec.user = body["user"]
+        st = svc.recorder.begin(_record(ctx, "chat"), ctx)
+        rec = st.record
         streaming = False
-        rec_state = svc.recorder.begin(rec, ctx)
         try:
+            body = await self._admit(ctx, st, headers, load)
             req = chat_request(body, svc.routes.default_model)
             rec.model, rec.stream = req.model, req.stream
-            resolved = svc.routes.resolve(req.model)
-            rec_state.route = resolved.route
-            ctx.principal.check_model(req.model, resolved.route.id)
-            estimate = ctx.body_size // 4 + (req.max_tokens or _default_max(resolved.route))
-            rec_state.reservation = await svc.res.limits.acquire(ctx.principal, resolved.route,
-                                                             estimate)
-            ctx.headers.update(rec_state.reservation.headers)
-            call = Call(req, resolved, ctx.principal.may_use,
-                        time.monotonic() + (resolved.route.timeouts.total_s or 600.0))
-            rec_state.call = call
-            rec_state.mark_dispatch()
-            outcome = await svc.dispatcher.run(call)
-            rec_state.mark_answered()
-            self._outcome_headers(ctx, rec, outcome)
+            estimate = ctx.body_size // 4
+            outcome = await self._dispatch(ctx, st, req, estimate, req.max_tokens)
             client_model = outcome.route.id if outcome.fallback_from else req.model
             if isinstance(outcome.result, StreamStart):
                 streaming = True
-                return self._stream(ctx, rec_state, outcome.result, req, client_model)
-            resp: ChatResponse = outcome.result
-            rec_state.take_usage(resp.usage)
-            resp.body["model"] = client_model
-            rec.status = 200
-            payload = dumps(resp.body)
-            rec_state.mark_encoded()
-            return Reply(200, payload, ctx.headers)
-        except GatewayError as exc:
-            rec_state.failed(exc)
-            exc.headers.update({k: v for k, v in ctx.headers.items() if k not in exc.headers})
-            raise
-        except asyncio.CancelledError:
-            rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
-            raise
-        except Exception:
-            rec.status, rec.error_type = 500, "internal_error"
+                return self._stream(ctx, st, outcome.result, req, client_model)
+            return self._reply(ctx, st, outcome.result, client_model)
+        except BaseException as exc:
+            _failed(st, exc)
             raise
         finally:
             if not streaming:
-                svc.recorder.finish(rec_state)
+                svc.recorder.finish(st)
+
+    async def embeddings(self, ctx: RequestContext, headers: Mapping[str, str],
+                         load: Loader) -> Reply:
+        svc = self.svc
+        st = svc.recorder.begin(_record(ctx, "embeddings"), ctx)
+        try:
+            body = await self._admit(ctx, st, headers, load)
+            req = embeddings_request(body, svc.routes.default_model)
+            st.record.model = req.model
+            outcome = await self._dispatch(ctx, st, req, ctx.body_size // 4 + 1, 0)
+            client_model = outcome.route.id if outcome.fallback_from else req.model
+            return self._reply(ctx, st, outcome.result, client_model)
+        except BaseException as exc:
+            _failed(st, exc)
+            raise
+        finally:
+            svc.recorder.finish(st)
+
+    # ------------------------------------------------------------ the shared steps
+    async def _admit(self, ctx: RequestContext, st: Any, headers: Mapping[str, str],
+                     load: Loader) -> Any:
+        """Authenticate, then read the body: both inside the recorded part of the request."""
+        principal = await self.svc.auth.authenticate(headers)
+        ctx.principal = principal
+        st.record.key_id, st.record.team = principal.key_id, principal.team
+        body, ctx.body_size = await load()
+        if isinstance(body, dict):
+            ctx.trace = ctx.trace or body.get("observability") is True
+            if isinstance(body.get("user"), str):
+                st.record.user = body["user"]
+        return body
+
+    async def _dispatch(self, ctx: RequestContext, st: Any, req: Any, prompt_estimate: int,
+                        max_tokens: int | None) -> Outcome:
+        """Resolve → authorise → reserve limits → dispatch."""
+        svc = self.svc
+        resolved = svc.routes.resolve(req.model)
+        route = st.route = resolved.route
+        ctx.principal.check_model(req.model, route.id)
+        if max_tokens is None:
+            max_tokens = _default_max(route)
+        st.reservation = await svc.res.limits.acquire(ctx.principal, route,
+                                                      prompt_estimate + max_tokens)
+        ctx.headers.update(st.reservation.headers)
+        call = st.call = Call(req, resolved, ctx.principal.may_use,
+                              time.monotonic() + (route.timeouts.total_s or 600.0))
+        svc.recorder.dispatching(st)
+        st.mark_dispatch()
+        outcome = await svc.dispatcher.run(call)
+        st.mark_answered()
+        rec = st.record
+        rec.provider = outcome.target.provider.name
+        rec.upstream_model = outcome.target.model
+        ctx.headers["x-modelyard-provider"] = rec.provider
+        if outcome.fallback_from:
+            st.route = outcome.route  # priced and labelled as the route that answered
+            rec.fallback = rec.model = outcome.route.id
+            ctx.headers["x-modelyard-fallback"] = outcome.route.id
+        return outcome
+
+    def _reply(self, ctx: RequestContext, st: Any, resp: Any, client_model: str) -> Reply:
+        st.take_usage(resp.usage)
+        resp.body["model"] = client_model
+        st.record.status = 200
+        payload = dumps(resp.body)
+        st.mark_encoded()
+        return Reply(200, payload, ctx.headers)
 
     def _stream(self, ctx: RequestContext, st: Any, start: StreamStart, req: ChatRequest,
                 client_model: str) -> StreamReply:
@@ -122,61 +165,20 @@ class Pipeline:
         ctx.headers["cache-control"] = "no-cache"
         return StreamReply(ctx.headers, frames())
 
-    def _outcome_headers(self, ctx: RequestContext, rec: UsageRecord, outcome: Outcome) -> None:
-        rec.provider = outcome.target.provider.name
-        rec.upstream_model = outcome.target.model
-        ctx.headers["x-modelyard-provider"] = rec.provider
-        if outcome.fallback_from:
-            rec.fallback = outcome.route.id
-            rec.model = outcome.route.id
-            ctx.headers["x-modelyard-fallback"] = outcome.route.id
 
-    async def embeddings(self, ctx: RequestContext, body: Any) -> Reply:
-        svc = self.svc
-        rec = _record(ctx, "embeddings")
-        st = svc.recorder.begin(rec, ctx)
-        try:
-            req = embeddings_request(body, svc.routes.default_model)
-            rec.model = req.model
-            if isinstance(req.body.get("user"), str):
-                rec.user = req.body["user"]
-            resolved = svc.routes.resolve(req.model)
-            st.route = resolved.route
-            ctx.principal.check_model(req.model, resolved.route.id)
-            st.reservation = await svc.res.limits.acquire(ctx.principal, resolved.route,
-                                                      ctx.body_size // 4 + 1)
-            ctx.headers.update(st.reservation.headers)
-            call = Call(req, resolved, ctx.principal.may_use,
-                        time.monotonic() + (resolved.route.timeouts.total_s or 600.0))
-            st.call = call
-            st.mark_dispatch()
-            outcome = await svc.dispatcher.run(call)
-            st.mark_answered()
-            self._outcome_headers(ctx, rec, outcome)
-            resp: EmbeddingsResponse = outcome.result
-            st.take_usage(resp.usage)
-            resp.body["model"] = outcome.route.id if outcome.fallback_from else req.model
-            rec.status = 200
-            payload = dumps(resp.body)
-            st.mark_encoded()
-            return Reply(200, payload, ctx.headers)
-        except GatewayError as exc:
-            st.failed(exc)
-            exc.headers.update({k: v for k, v in ctx.headers.items() if k not in exc.headers})
-            raise
-        except asyncio.CancelledError:
-            rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
-            raise
-        except Exception:
-            rec.status, rec.error_type = 500, "internal_error"
-            raise
-        finally:
-            svc.recorder.finish(st)
+def _failed(st: Any, exc: BaseException) -> None:
+    rec = st.record
+    if isinstance(exc, GatewayError):
+        st.failed(exc)
+        exc.headers.update({k: v for k, v in st.ctx.headers.items() if k not in exc.headers})
+    elif isinstance(exc, asyncio.CancelledError):
+        rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
+    else:
+        rec.status, rec.error_type = 500, "internal_error"
 
 
 def _record(ctx: RequestContext, endpoint: str) -> UsageRecord:
-    rec = UsageRecord(request_id=ctx.record_id or ctx.request_id, ts=ctx.ts,
-                      key_id=ctx.principal.key_id, team=ctx.principal.team, endpoint=endpoint)
+    rec = UsageRecord(request_id=ctx.record_id or ctx.request_id, ts=ctx.ts, endpoint=endpoint)
     if ctx.record_id and ctx.record_id != ctx.request_id:
         rec.extra["client_request_id"] = ctx.request_id
     return rec

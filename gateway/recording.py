@@ -34,6 +34,7 @@ class RecState:
     t_encoded: float = 0.0
     t_first_byte: float = 0.0
     span: Any = None  # the OpenTelemetry request span, when tracing is on
+    inflight: Any = None  # the inflight_requests gauge child, while dispatched
 
     def mark_dispatch(self) -> None:
         self.t_dispatch = time.perf_counter()
@@ -70,6 +71,13 @@ class Recorder:
         self.access = access
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def dispatching(self, st: RecState) -> None:
+        """The request is about to reach upstream: count it in flight."""
+        route = st.route
+        st.inflight = self.metrics.inflight(self.metrics.model_label(st.record.model,
+                                                                     route.wildcard))
+        st.inflight.inc()
+
     def begin(self, record: UsageRecord, ctx: Any) -> RecState:
         st = RecState(record, ctx)
         tracing = self.res.tracing
@@ -85,6 +93,8 @@ class Recorder:
 
     def _finish(self, st: RecState) -> None:
         r = st.record
+        if st.inflight is not None:
+            st.inflight.dec()
         now = time.perf_counter()
         r.latency_ms = (now - st.ctx.t0) * 1000
         call = st.call

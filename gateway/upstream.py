@@ -108,7 +108,7 @@ class Upstream:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self._sessions[name] = aiohttp.ClientSession(
                 connector=connector, json_serialize=lambda o: dumps(o).decode(),
-                auto_decompress=True, skip_auto_headers=("User-Agent",), trust_env=True)
+                auto_decompress=True, skip_auto_headers=("User-Agent",), trust_env=False)
 
     async def close(self) -> None:
         for session in self._sessions.values():

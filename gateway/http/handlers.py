@@ -36,12 +36,9 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
             from None
 
 
-async def context(request: web.Request) -> RequestContext:
-    svc = request.app[SERVICES]
-    principal = await svc.auth.authenticate(request.headers)
+def context(request: web.Request) -> RequestContext:
     trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
-    request["principal"] = principal
-    ctx = RequestContext(request["request_id"], principal, time.perf_counter(), time.time(),
+    ctx = RequestContext(request["request_id"], None, time.perf_counter(), time.time(),
                          trace=trace, record_id=request["record_id"])
     if "traceparent" in request.headers:
         ctx.trace_headers = {k: request.headers[k] for k in ("traceparent", "tracestate")
@@ -69,17 +66,16 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx = await context(request)
-    body, ctx.body_size = await read_json(request)
     svc = request.app[SERVICES]
-    return await send(request, await svc.pipeline.chat(ctx, body))
+    reply = await svc.pipeline.chat(context(request), request.headers, lambda: read_json(request))
+    return await send(request, reply)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    ctx = await context(request)
-    body, ctx.body_size = await read_json(request)
     svc = request.app[SERVICES]
-    return await send(request, await svc.pipeline.embeddings(ctx, body))
+    reply = await svc.pipeline.embeddings(context(request), request.headers,
+                                          lambda: read_json(request))
+    return await send(request, reply)
 
 
 async def models(request: web.Request) -> web.Response:

@@ -185,9 +185,6 @@ async def test_fallback_recorded_once(mode_url: str, make_gateway: MakeGateway,
         ("backup/m", "up2", 1, 40)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.py prices a fallback with the route that was "
-                   "asked for (flaky/m), not the one that answered (backup/m): _outcome_headers "
-                   "does not set rec_state.route = outcome.route")
 async def test_fallback_priced_by_the_route_that_answered(
         make_gateway: MakeGateway, fake: FakeOpenAI, jsonl: Path) -> None:
     gw = await make_gateway(usage={"jsonl_path": str(jsonl)})
