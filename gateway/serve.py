@@ -71,22 +71,40 @@ async def _serve_one(cfg: Any, config_path: str, host: str | None, port: int | N
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, handle_signals=False,
                            shutdown_timeout=min(grace, LATE_REQUEST_S))
     await runner.setup()
+    bind_host = host or cfg.server.host
+    bind_port = port if port is not None else cfg.server.port
     try:
-        bind_host = host or cfg.server.host
-        bind_port = port if port is not None else cfg.server.port
         await web.TCPSite(runner, bind_host, bind_port, reuse_port=reuse_port or None,
                           backlog=2048).start()
         probes = await _start_metrics_listener(cfg, state, bind_host, reuse_port)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc, extra={"host": bind_host, "port": bind_port})
+        await runner.cleanup()
+        return 1
     except BaseException:
         await runner.cleanup()
         raise
     stop = asyncio.Event()
     _install_signal_handlers(state, stop)
-    log.info("modelyard ready", extra={"host": bind_host, "port": bind_port, "pid": os.getpid(),
-                                       "startup_ms": round((time.perf_counter() - started) * 1000)})
+    log.info("modelyard ready", extra={
+        "host": bind_host, "port": bind_port, "pid": os.getpid(),
+        "startup_ms": round((time.perf_counter() - started) * 1000),
+        "since_exec_ms": _since_exec_ms()})
     await stop.wait()
     await _drain(runner, probes, state, grace)
     return 0
+
+
+def _since_exec_ms() -> int | None:
+    """Milliseconds since this process started (Linux /proc; 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round((uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000)
 
 
 def _install_signal_handlers(state: Any, stop: asyncio.Event) -> None:

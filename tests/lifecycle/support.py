@@ -144,6 +144,11 @@ class Gateway:
         await until(seen, timeout, what)
         return found[count - 1]
 
+    def cpu_s(self) -> float:
+        """User plus system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self, pid: int | None = None) -> int:
         for line in Path(f"/proc/{pid or self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
