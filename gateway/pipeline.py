@@ -168,6 +168,10 @@ class Pipeline:
 
 def _failed(st: Any, exc: BaseException) -> None:
     rec = st.record
+    if st.call is not None and st.call.attempts and not rec.provider:
+        last = st.call.attempts[-1]  # the request reached an upstream: say which one
+        rec.provider, rec.upstream_model = last.provider, last.model
+        st.ctx.headers["x-modelyard-provider"] = last.provider
     if isinstance(exc, GatewayError):
         st.failed(exc)
         exc.headers.update({k: v for k, v in st.ctx.headers.items() if k not in exc.headers})

@@ -115,6 +115,9 @@ class _Lane:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            if len(self.buffer) < self.sink.batch_size and not self.sink.closing \
+                    and self.sink.linger_s and not self.sink.flushing:
+                await asyncio.sleep(self.sink.linger_s)  # gather a batch: one write, not many
             batch = self._take()
             self.wake.clear()  # a flush() during the write cuts the next backoff short
             if await self._write(batch):
@@ -141,6 +144,7 @@ class UsageSink:
         backoff_max_s: float = 5.0,
         write_timeout_s: float = 10.0,
         max_seen: int = 100_000,
+        linger_s: float = 0.05,
     ) -> None:
         if isinstance(writers, Sequence):
             self.writers = list(writers)
@@ -155,6 +159,8 @@ class UsageSink:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.write_timeout_s = write_timeout_s
+        self.linger_s = linger_s  # how long a lane waits to fill a batch before writing
+        self.flushing = 0
         self.dropped = 0
         self.duplicates = 0
         self.closing = False
@@ -220,14 +226,18 @@ class UsageSink:
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything submitted so far is written (retrying now, not after the
         backoff). True when the buffers emptied within `timeout_s`."""
-        for lane in self._lanes:
-            lane.wake.set()
-        waits = [lane.idle.wait() for lane in self._lanes]
+        self.flushing += 1  # no lingering for a fuller batch while someone waits
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
-        except asyncio.TimeoutError:
-            return False
-        return True
+            for lane in self._lanes:
+                lane.wake.set()
+            waits = [lane.idle.wait() for lane in self._lanes]
+            try:
+                await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
+            except asyncio.TimeoutError:
+                return False
+            return True
+        finally:
+            self.flushing -= 1
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop taking records, write what is buffered (for up to `timeout_s`), stop the tasks

@@ -100,9 +100,6 @@ async def test_upstream_bad_request_is_a_400_with_the_providers_message(fake: Fa
     assert len(fake.requests) == 1  # not retried: the same request fails everywhere
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline sets x-modelyard-provider only on success "
-                   "(Pipeline._outcome_headers); the Contract wants it on every response that "
-                   "reached an upstream")
 async def test_error_that_reached_an_upstream_names_the_provider(fake: FakeOpenAI,
                                                                  gw: Any) -> None:
     fake.push(Reply(400, error_body("Invalid value for 'logit_bias'.", param="logit_bias")),
