@@ -21,6 +21,7 @@ from gateway.metrics import REDIS_ERRORS, REDIS_UP, USAGE_DROPPED
 
 log = logging.getLogger(__name__)
 COOLDOWN_REFRESH_S = 0.5
+WARM_CONNECTIONS = 8  # Redis connections opened at start, so a first burst pays no connects
 
 
 class DynamicKeys:
@@ -82,6 +83,8 @@ async def state_resources(app: Any) -> AsyncIterator[None]:
     res.limits = Limiter(state.limits, cfg.teams)
     res.keystore = DynamicKeys(state.keys)
     client = _redis_client(state)
+    if client is not None and state.redis_up:
+        await _warm_pool(client)
     writers: list[Any] = []
     if client is not None:
         from gateway.accounting.redis_store import RedisUsageStore
@@ -111,6 +114,17 @@ async def state_resources(app: Any) -> AsyncIterator[None]:
     await res.sink.close(timeout_s=cfg.server.shutdown_grace_s)
     await res.traces.close()
     await state.close()
+
+
+async def _warm_pool(client: Any) -> None:
+    """Open a few pooled connections before the first request: a cold burst would otherwise
+    connect (TCP + handshake) inside the per-call Redis budget, overrun it, and switch this
+    replica to per-process limits (on_redis_error: open) for a probe interval."""
+    try:
+        async with asyncio.timeout(2.0):
+            await asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS)))
+    except Exception:  # best effort: the failover backend handles a Redis that is not there
+        log.warning("could not pre-open redis connections")
 
 
 async def _trip(state: Any, key: str, seconds: float) -> None:
