@@ -17,9 +17,16 @@ from tests.redis_fixture import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ready(port: int) -> bool:
+def _ready(port: int, master_key: str) -> bool:
+    """Ready, and ours: the admin API answers our master key (another test's server that took
+    the port between `free_port()` and our bind would not)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as r:
+            if r.status != 200:
+                return False
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/keys",
+                                     headers={"Authorization": f"Bearer {master_key}"})
+        with urllib.request.urlopen(req, timeout=0.5) as r:
             return bool(r.status == 200)
     except Exception:
         return False
@@ -56,11 +63,15 @@ class Replicas:
             for i, p in enumerate(self.procs):
                 if p.poll() is not None:
                     raise RuntimeError(f"gateway {i} exited: {self.log(i)[-2000:]}")
-            pending = {port for port in pending if not _ready(port)}
+            master = self.config["auth"]["master_key"]
+            pending = {port for port in pending if not _ready(port, master)}
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"gateways on {sorted(pending)} not ready in {timeout_s}s")
             if pending:
                 time.sleep(0.05)
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                raise RuntimeError(f"gateway {i} exited: {self.log(i)[-2000:]}")
         return self
 
     def log(self, i: int) -> str:

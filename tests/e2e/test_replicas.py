@@ -60,7 +60,8 @@ async def test_rpm_held_across_three_processes(replicas: Replicas) -> None:
         results = await fire(15, lambda i: chat(s, urls[i % 3], SHARED))
     accepted = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] != 200]
-    assert len(accepted) == 6, [r[0] for r in results]  # rpm 6 in total, not 3 x 6
+    logs = "\n".join(replicas.log(i)[-3000:] for i in range(3)) + repr(refused[:2])
+    assert len(accepted) == 6, logs  # rpm 6 in total, not 3 x 6
     assert all(st == 429 and b["error"]["code"] == "rate_limit_exceeded" for st, b in refused)
 
 
