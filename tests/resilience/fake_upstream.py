@@ -63,6 +63,7 @@ class FakeUpstream:
         self.models: dict[str, list[str]] = defaultdict(list)
         self.cancelled: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.open = 0  # handlers running right now
+        self.record_models = True  # off in stress runs, so the fake's memory stays flat
         self.app = web.Application()
         self.app.router.add_post("/{provider}/v1/chat/completions", self._chat)
         self.app.router.add_post("/{provider}/v1/embeddings", self._embeddings)
@@ -81,7 +82,8 @@ class FakeUpstream:
         provider = request.match_info["provider"]
         self.calls[provider] += 1
         body = loads(await request.read())
-        self.models[provider].append(body.get("model", ""))
+        if self.record_models:
+            self.models[provider].append(body.get("model", ""))
         action = self._next(provider)
         self.open += 1
         try:
@@ -103,7 +105,10 @@ class FakeUpstream:
             return web.Response(status=action.status, body=dumps(action.body),
                                 content_type="application/json", headers=action.headers)
         if body.get("stream"):
-            return await self._stream(request, body, action)
+            try:
+                return await self._stream(request, body, action)
+            except ConnectionResetError:  # the gateway hung up first (a timeout): fine
+                return web.Response()
         return web.json_response(completion(body.get("model", ""), action.text),
                                  dumps=lambda o: dumps(o).decode())
 
@@ -116,6 +121,8 @@ class FakeUpstream:
             if i and action.chunk_delay_s:
                 await asyncio.sleep(action.chunk_delay_s)
             await resp.write(sse(chunk(model, {"content": f"{action.text}{i} "})))
+        if action.chunk_delay_s:
+            await asyncio.sleep(action.chunk_delay_s)
         if action.end == "drop":
             _abort(request)
             return resp
