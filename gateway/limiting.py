@@ -79,7 +79,8 @@ class Limiter:
         if getattr(b, "mode", None) == "closed" and not getattr(b, "up", True):
             raise ServiceUnavailable("rate-limit state store (Redis) is unavailable")
 
-    async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+    def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Settle with the real usage; returns at once (the backend does it off the path)."""
         if reservation.handle is not None:
             self.backend.reconcile_soon(reservation.handle, tokens, cost_usd)
 
@@ -103,5 +104,5 @@ class NullLimiter:
     async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
         return NO_LIMITS
 
-    async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+    def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         return None

@@ -71,6 +71,12 @@ class TextFormatter(logging.Formatter):
 
 
 def setup(fmt: str = "json", level: str = "info") -> None:
+    # No caller lookup (a stack walk per record), thread or process names: our lines do not
+    # print them, and the access log writes one line per request.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -113,7 +113,7 @@ class Recorder:
         if res.sink is not None:
             res.sink.submit(r)
         if st.reservation is not None and st.reservation.handle is not None:
-            self._spawn(res.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd))
+            res.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd)
         if st.ctx.trace and res.traces is not None:
             self._spawn(res.traces.put(st.ctx.request_id, r.key_id, self._trace(st),
                                        self.trace_ttl_s))
