@@ -11,7 +11,7 @@ import asyncio
 import copy
 import hashlib
 import time
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import yaml
 
@@ -148,6 +148,3 @@ async def eventually(check: Callable[[], Awaitable[bool]], deadline_s: float = 1
             raise AssertionError(f"{what} did not hold within {deadline_s}s")
         await asyncio.sleep(0.02)
 
-
-def statuses(items: Iterable[Any]) -> list[int]:
-    return sorted(getattr(i, "status") for i in items)

@@ -106,6 +106,7 @@ async def run_scenario(gw: TestClient[Any, Any], fake: FakeOpenAI) -> Scenario:
     # a route without a price: tokens recorded, cost 0
     rid, _ = await sc.plain(KEY_FREE, "usage 31 13", "free/m")
     sc.expect(rid, KEY_FREE, "free/m", "up", "", 31, 13, None)
+    await fallback(sc)  # priced by backup/m, the route that answered
     return sc
 
 
@@ -151,6 +152,7 @@ async def test_usage_totals_equal_what_upstreams_reported(
         assert got == sums(sc.sent, field), dim
         for row in rows:
             assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"]
+    assert len(sc.sent) == 7
     [free_m] = await usage_rows(gw, "model=free/m&group_by=model")
     assert free_m["cost_usd"] == 0 and free_m["unpriced_requests"] == 1
     # the JSON-lines sink: exactly one line per request, each as reported
@@ -251,3 +253,18 @@ async def test_client_disconnects_are_recorded_once(mode_url: str, make_gateway:
     assert p.cut == "client_disconnected" and p.status == 499
     [row] = await usage_rows(gw, "user=eve&group_by=user")
     assert row["requests"] == 2
+
+
+async def test_a_client_request_id_sent_twice_is_two_records(make_gateway: MakeGateway,
+                                                             jsonl: Path) -> None:
+    gw = await make_gateway(usage={"jsonl_path": str(jsonl)})
+    for _ in range(2):
+        r = await gw.post("/v1/chat/completions", json=say("usage 3 4"),
+                          headers={**auth(KEY_FREE), "x-request-id": "same-id"})
+        assert r.status == 200 and r.headers["x-request-id"] == "same-id"
+    await settle(gw)
+    recs = records(jsonl)  # distinct request ids: the gateway's own
+    assert len(recs) == 2
+    assert [r.extra.get("client_request_id") for r in recs.values()] == ["same-id", "same-id"]
+    [row] = await usage_rows(gw, "key=free&group_by=key")
+    assert (row["requests"], row["total_tokens"]) == (2, 14)
