@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 StateCallback = Callable[[bool], None]
 _REDIS_TROUBLE = (RedisError, OSError, asyncio.TimeoutError)
+SLOW_LIMIT = 3  # consecutive over-budget calls that mark Redis down
 
 
 class RedisDown(Exception):
@@ -61,6 +62,7 @@ class FailoverBackend:
         self.last_outage: tuple[float, float] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._bg = BackgroundTasks()
+        self._slow = 0  # consecutive calls over budget
 
     # ------------------------------------------------------------------ state
 
@@ -110,10 +112,19 @@ class FailoverBackend:
             raise RedisDown()
         try:
             async with asyncio.timeout(budget or self.budget_s):
-                return await call()
+                result = await call()
+        except asyncio.TimeoutError as err:
+            # one slow answer (a busy event loop, a GC pause) serves this request from the
+            # fallback; only SLOW_LIMIT in a row mean Redis is down
+            self._slow += 1
+            if self._slow >= SLOW_LIMIT:
+                self._mark_down(err)
+            raise RedisDown() from err
         except _REDIS_TROUBLE as err:
             self._mark_down(err)
             raise RedisDown() from err
+        self._slow = 0
+        return result
 
     def _refuse(self) -> ServiceUnavailable:
         return ServiceUnavailable("rate-limit state store (Redis) is unavailable")

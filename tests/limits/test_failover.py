@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import ServiceUnavailable
+from gateway.limits.failover import SLOW_LIMIT
 from gateway.limits import create_state
 from gateway.limits.failover import FailoverBackend
 from gateway.limits.redis_backend import RedisBackend
@@ -90,14 +91,16 @@ async def test_slow_redis_does_not_stall_past_budget(make, own_redis: RedisServe
     # every client's commands block for 600 ms (CLIENT UNPAUSE would block too)
     await admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
     try:
-        started = time.monotonic()
-        if mode == "open":
-            d = await b.acquire(CHECKS, 0)
-            assert d.ok and d.degraded
-        else:
-            with pytest.raises(ServiceUnavailable):
-                await b.acquire(CHECKS, 0)
-        assert time.monotonic() - started < 0.4  # the budget, not the pause
+        for i in range(SLOW_LIMIT):  # one slow answer is not an outage; SLOW_LIMIT in a row are
+            assert events == []
+            started = time.monotonic()
+            if mode == "open":
+                d = await b.acquire(CHECKS, 0)
+                assert d.ok and d.degraded
+            else:
+                with pytest.raises(ServiceUnavailable):
+                    await b.acquire(CHECKS, 0)
+            assert time.monotonic() - started < 0.15  # the budget, not the pause
         assert events == [False]
     finally:
         await admin.aclose()
