@@ -105,14 +105,16 @@ class Balancer:
     def end(self, target: Target) -> None:
         self._state(target.key).inflight -= 1
 
-    def success(self, target: Target, latency_s: float | None) -> None:
+    def success(self, target: Target, latency_s: float | None, *, probe: bool = True) -> None:
         """The target answered (latency None: it answered, but not a success worth timing, such as
-        a 400 for the request itself)."""
+        a 400 for the request itself). `probe=False` from an attempt that began before the breaker
+        opened: it does not close the breaker, only the probe's verdict does."""
         st = self._state(target.key)
         if st.failures:
             st.failures.clear()
-        st.open_until = 0.0
-        st.probing = False
+        if probe or not st.open_until:
+            st.open_until = 0.0
+            st.probing = False
         if latency_s is not None:
             st.ewma_s = latency_s if st.ewma_s == 0.0 else (
                 _EWMA_ALPHA * latency_s + (1 - _EWMA_ALPHA) * st.ewma_s)

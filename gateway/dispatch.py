@@ -269,7 +269,7 @@ class Dispatcher:
         finally:
             balancer.end(target)
         latency = time.monotonic() - started
-        balancer.success(target, latency)
+        balancer.success(target, latency, probe=probe)
         call.attempts.append(Attempt(provider, target.model, route.id, status, latency * 1000))
         return result
 
@@ -330,7 +330,7 @@ class Dispatcher:
                 retry_after_s=exc.retry_after_s, probe=probe, duration_s=duration)
             call.tripped = target.key if tripped else ""
         else:  # the target answered, about the request itself: it is healthy
-            self.balancer.success(target, None)
+            self.balancer.success(target, None, probe=probe)
 
     # ------------------------------------------------------------ policy
     def _policy(self, route: Route, target: Target) -> _Policy:

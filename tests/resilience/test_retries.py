@@ -201,3 +201,14 @@ async def test_backoff_is_bounded_by_backoff_max(fake, gateway):
     assert r.status == 200
     assert fake.calls["p1"] == 6
     assert r.elapsed < 0.6  # five full-jitter waits of at most 0.04 s, plus the calls
+
+
+async def test_embeddings_are_retried_and_fall_over_the_same_way(fake, gateway):
+    client = await gateway(gateway_config(fake, {"e": route("p1:1000", "p2:0.001")}))
+    resources(client).balancer.rng.seed(8)
+    fake.script("p1", status(502), status(401))
+    r = await post(client, {"model": "e", "input": "hello"}, path="/v1/embeddings")
+    assert r.status == 200, r.body
+    assert r.body["data"][0]["embedding"] == [0.1, 0.2]
+    assert r.headers["x-modelyard-provider"] == "p2"
+    assert (fake.calls["p1"], fake.calls["p2"]) == (2, 1)
