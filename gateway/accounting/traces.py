@@ -9,10 +9,12 @@ import logging
 import time
 from collections import OrderedDict
 from itertools import islice
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from gateway.accounting.redis_store import RedisClient, redis_client
 from gateway.types import dumps, loads
+
+if TYPE_CHECKING:
+    from gateway.accounting.redis_store import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,11 @@ class MemoryTraceStore:
 class RedisTraceStore:
     """`SET <prefix>:<key id>:<request id> <json> EX ttl`; `redis` is a URL or a client."""
 
-    def __init__(self, redis: str | RedisClient, *, prefix: str = "modelyard:trace") -> None:
+    def __init__(self, redis: "str | RedisClient", *, prefix: str = "modelyard:trace") -> None:
+        from gateway.accounting.redis_store import redis_client
+
         self._owned = isinstance(redis, str)
-        self.redis: RedisClient = redis_client(redis) if isinstance(redis, str) else redis
+        self.redis: "RedisClient" = redis_client(redis) if isinstance(redis, str) else redis
         self.prefix = prefix
 
     def _key(self, request_id: str, key_id: str) -> str:

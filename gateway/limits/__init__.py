@@ -15,20 +15,29 @@ The algorithm is documented in `gateway.limits.spec`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from gateway.limits.backend import StateBackend
 from gateway.limits.durations import format_duration, parse_duration
-from gateway.limits.failover import FailoverBackend
 from gateway.limits.keyrecord import KeyRecord, digest_of, new_secret
 from gateway.limits.keystore import MemoryKeyStore, RedisKeyStore
 from gateway.limits.memory import MemoryBackend
-from gateway.limits.redis_backend import RedisBackend
 from gateway.limits.spec import (
     Decision, LimitCheck, QuotaCheck, QuotaUsage, Reservation, Window, ratelimit_headers,
 )
 
 KeyStore = MemoryKeyStore | RedisKeyStore
+
+_LAZY = {"FailoverBackend": "gateway.limits.failover", "RedisBackend": "gateway.limits.redis_backend"}
+
+
+def __getattr__(name: str) -> Any:
+    """Redis-backed classes load redis-py (~120 ms) only when Redis is configured."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
 
 
 @dataclass(slots=True)
@@ -41,7 +50,7 @@ class State:
     @property
     def redis_up(self) -> bool:
         """False while a Redis backend is down (always True for the in-process backend)."""
-        return not isinstance(self.limits, FailoverBackend) or self.limits.up
+        return getattr(self.limits, "up", True)
 
     async def start(self) -> None:
         await self.limits.start()
@@ -63,6 +72,9 @@ def create_state(redis_url: str | None, *, on_redis_error: str = "open",
     """
     if not redis_url:
         return State(MemoryBackend(), MemoryKeyStore())
+    from gateway.limits.failover import FailoverBackend
+    from gateway.limits.redis_backend import RedisBackend
+
     primary = RedisBackend.from_url(redis_url, prefix=prefix)
     backend = FailoverBackend(primary, MemoryBackend(), on_redis_error=on_redis_error,
                               budget_s=budget_s, on_state_change=on_state_change)

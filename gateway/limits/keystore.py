@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Mapping
-
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.limits.connection import RedisClient
 from gateway.limits.keyrecord import KeyRecord, new_record, validate_changes
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
-_TROUBLE = (RedisError, OSError, asyncio.TimeoutError)
+if TYPE_CHECKING:
+    from gateway.limits.connection import RedisClient
 
 
 class _KeyStoreBase:
@@ -122,7 +120,7 @@ class MemoryKeyStore(_KeyStoreBase):
 class RedisKeyStore(_KeyStoreBase):
     """Keys in Redis, shared by every replica; lookups cached per process (`cache_ttl_s`)."""
 
-    def __init__(self, client: RedisClient, *, prefix: str = "my", cache_ttl_s: float = 0.9,
+    def __init__(self, client: "RedisClient", *, prefix: str = "my", cache_ttl_s: float = 0.9,
                  budget_s: float = 0.25, max_cached: int = 10_000,
                  clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -135,10 +133,12 @@ class RedisKeyStore(_KeyStoreBase):
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
     async def _call(self, coro: Any) -> Any:
+        from redis.exceptions import RedisError  # redis loads only when Redis is configured
+
         try:
             async with asyncio.timeout(self.budget_s):
                 return await coro
-        except _TROUBLE as err:
+        except (RedisError, OSError, asyncio.TimeoutError) as err:
             raise ServiceUnavailable("key store (Redis) is unavailable") from err
 
     async def _insert(self, rec: KeyRecord) -> bool:
