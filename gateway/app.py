@@ -82,10 +82,3 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     recorder = app[RESOURCES].recorder
     if recorder is not None:
         await recorder.drain()
-
-
-def metrics_app() -> web.Application:
-    """The separate `/metrics` app for `server.metrics_port`."""
-    app = web.Application()
-    app.router.add_get("/metrics", handlers.metrics)
-    return app

@@ -111,7 +111,8 @@ async def state_resources(app: Any) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
     if res.recorder is not None:
         await res.recorder.drain()
-    await res.sink.close(timeout_s=cfg.server.shutdown_grace_s)
+    # bounded: a down store must not stretch shutdown past the pod's termination period
+    await res.sink.close(timeout_s=min(5.0, cfg.server.shutdown_grace_s))
     await res.traces.close()
     await state.close()
 
