@@ -183,7 +183,8 @@ class Balancer:
         return self._inflight(target)
 
     def _weighted(self, pool: list[Target]) -> list[Target]:
-        """Weighted random without replacement: the first pick follows the weights, then the rest."""
+        """Weighted random without replacement: the first pick follows the weights, then the
+        rest."""
         out: list[Target] = []
         total = sum(t.weight for t in pool)
         while pool:

@@ -140,7 +140,8 @@ class Upstream:
                                              headers=ureq.headers, timeout=timeout)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamTimeout(f"cannot connect to provider '{provider}' within "
-                                  f"{connect_s:g}s (timeouts.connect_s)", provider=provider) from None
+                                  f"{connect_s:g}s (timeouts.connect_s)",
+                                  provider=provider) from None
         except TimeoutError:
             raise UpstreamTimeout(f"provider '{provider}' did not answer within "
                                   f"{min(first_byte_s, total_s):.1f}s", provider=provider) from None

@@ -19,7 +19,7 @@ Gateway = Callable[..., Awaitable[Any]]
 async def fake(aiohttp_server: Any) -> FakeUpstream:
     f = FakeUpstream()
     server = await aiohttp_server(f.app)
-    f.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    f.base = str(server.make_url("")).rstrip("/")
     return f
 
 
@@ -31,7 +31,8 @@ def gateway_config(fake: FakeUpstream, routes: dict[str, Any], *,
                    keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     provs = {}
     for name in providers:
-        provs[name] = {"adapter": "openai", "base_url": f"{fake.base}/{name}/v1",  # type: ignore[attr-defined]
+        base = f"{fake.base}/{name}/v1"
+        provs[name] = {"adapter": "openai", "base_url": base,
                        "api_key": f"sk-upstream-{name}", **(provider_extra or {}).get(name, {})}
     return {
         "auth": {"master_key": MASTER, "keys": keys or []},
@@ -96,7 +97,7 @@ def resources(client: Any) -> Any:
 
 
 def route(*targets: str, **extra: Any) -> dict[str, Any]:
-    """A route whose targets are `provider` or `provider:weight` on upstream model `up-<provider>`."""
+    """A route of targets `provider` or `provider:weight`, on upstream model `up-<provider>`."""
     out = []
     for t in targets:
         name, _, weight = t.partition(":")

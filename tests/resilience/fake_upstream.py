@@ -63,6 +63,7 @@ class FakeUpstream:
         self.models: dict[str, list[str]] = defaultdict(list)
         self.cancelled: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.open = 0  # handlers running right now
+        self.base = ""  # http://127.0.0.1:PORT, set by the fixture once the server listens
         self.record_models = True  # off in stress runs, so the fake's memory stays flat
         self.app = web.Application()
         self.app.router.add_post("/{provider}/v1/chat/completions", self._chat)

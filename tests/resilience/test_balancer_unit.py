@@ -10,7 +10,8 @@ T = Target(ProviderSpec(name="p", adapter="openai"), "m")
 
 def _balancer(**kw: float) -> tuple[Balancer, list[float]]:
     now = [100.0]
-    cd = Cooldown(**{"failures": 3, "window_s": 10.0, "cooldown_s": 30.0, **kw})  # type: ignore[arg-type]
+    opts = {"failures": 3, "window_s": 10.0, "cooldown_s": 30.0, **kw}
+    cd = Cooldown(**opts)  # type: ignore[arg-type]
     return Balancer(cd, clock=lambda: now[0]), now
 
 
