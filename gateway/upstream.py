@@ -67,7 +67,11 @@ class _HttpResponse:
                                         f"({type(exc).__name__})", provider=self.provider) from None
 
     def close(self) -> None:
-        self.resp.close()
+        resp = self.resp
+        if resp.content.at_eof():
+            resp.release()  # read to the end: the connection goes back to the pool
+        else:
+            resp.close()  # cut short (error, stall, client gone): drop the connection
 
 
 class _LocalResponse:

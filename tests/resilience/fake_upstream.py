@@ -63,6 +63,7 @@ class FakeUpstream:
         self.models: dict[str, list[str]] = defaultdict(list)
         self.cancelled: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.open = 0  # handlers running right now
+        self.peers: set[Any] = set()  # client (host, port) pairs: one per upstream connection
         self.base = ""  # http://127.0.0.1:PORT, set by the fixture once the server listens
         self.record_models = True  # off in stress runs, so the fake's memory stays flat
         self.app = web.Application()
@@ -84,6 +85,8 @@ class FakeUpstream:
         self.calls[provider] += 1
         body = loads(await request.read())
         if self.record_models:
+            self.peers.add(request.transport.get_extra_info("peername") if request.transport
+                           else None)
             self.models[provider].append(body.get("model", ""))
         action = self._next(provider)
         self.open += 1

@@ -96,3 +96,11 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_stream(fake, ga
     resp.close()  # the client goes away while the upstream is silent
     await asyncio.wait_for(fake.cancelled["p1"].wait(), 1.0)
     assert fake.open == 0
+
+
+async def test_completed_streams_give_their_connection_back_to_the_pool(fake, gateway):
+    client = await gateway(gateway_config(fake, {"m": route("p1")}, timeouts=TIMEOUTS))
+    for _ in range(5):
+        r = await post(client, chat(stream=True))
+        assert frames(r.text)[-1] == "[DONE]"
+    assert len(fake.peers) == 1  # one keep-alive connection served all five

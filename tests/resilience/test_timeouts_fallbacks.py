@@ -169,3 +169,36 @@ async def test_all_rate_limited_gives_429_with_the_shortest_retry_after(fake, ga
     assert r.error["type"] == "rate_limit_exceeded"
     assert [fake.calls[p] for p in ("p1", "p2", "p3")] == [1, 1, 1]
     assert r.elapsed < 1.0
+
+
+async def test_connect_timeout_then_the_next_target(fake, gateway):
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)  # never accepts: once its queue is full, new connections hang in SYN
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    try:
+        cfg = gateway_config(fake, {"m": route("dead:1000", "p1:0.001")}, providers=("p1",),
+                             timeouts={"connect_s": 0.2, "first_token_s": 2, "total_s": 5},
+                             retries={"attempts": 2, "backoff_s": 0.01, "backoff_max_s": 0.01})
+        cfg["providers"]["dead"] = {"adapter": "openai", "api_key": "sk-x",
+                                    "base_url": f"http://127.0.0.1:{port}/v1"}
+        client = await gateway(cfg)
+        resources(client).balancer.rng.seed(6)
+        r = await post(client, chat())
+        assert r.status == 200
+        assert r.headers["x-modelyard-provider"] == "p1"
+        assert 0.38 <= r.elapsed < 1.2  # two 0.2 s connect timeouts, not the 2 s first-token one
+    finally:
+        for s in fillers + [srv]:
+            s.close()
