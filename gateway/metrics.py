@@ -171,3 +171,20 @@ def remaining_ratio(usage: Any) -> float | None:
     if usage.limit_usd:
         shares.append(1.0 - usage.cost_usd / usage.limit_usd)
     return min(max(min(shares), 0.0), 1.0) if shares else None
+
+
+def provider_health(routes: Any, balancer: Any) -> dict[str, bool]:
+    """Provider name -> in rotation: any of its targets that can be checked is up (half-open counts
+    as up). Targets are the listed models' (`RouteTable.listed_models()`); a provider with no
+    such target (only behind a wildcard route without a `models:` list) counts as up: nothing
+    says it is failing. The status page shows this; `provider_up` should export the same."""
+    seen: dict[str, bool] = {}
+    for mid in routes.listed_models():
+        try:
+            targets = routes.resolve(mid).targets
+        except Exception:  # a listed model that no longer resolves: nothing to check
+            continue
+        for t in targets:
+            name = t.provider.name
+            seen[name] = seen.get(name, False) or balancer.is_up(t)
+    return {name: seen.get(name, True) for name in routes.providers}

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.keys import RESOURCES, SERVICES
+from gateway.metrics import provider_health
 from gateway.types import dumps
 
 _TEMPLATE = resources.files("gateway.http").joinpath("status.html").read_text(encoding="utf-8")
@@ -21,10 +22,10 @@ _TEMPLATE = resources.files("gateway.http").joinpath("status.html").read_text(en
 async def status_data(app: web.Application) -> dict[str, Any]:
     svc = app[SERVICES]
     res = app[RESOURCES]
-    providers: dict[str, dict[str, Any]] = {}
-    for name, spec in svc.routes.providers.items():
-        providers[name] = {"name": name, "adapter": spec.adapter, "up": True,
-                           "configured": bool(spec.api_key) or not spec.key_required}
+    health = provider_health(svc.routes, res.balancer)  # the same rule as `provider_up`
+    providers = [{"name": name, "adapter": spec.adapter, "up": health[name],
+                  "configured": bool(spec.api_key) or not spec.key_required}
+                 for name, spec in svc.routes.providers.items()]
     routes = []
     for rid, rc in svc.cfg.routes.items():
         if rc.alias is not None:
@@ -32,14 +33,15 @@ async def status_data(app: web.Application) -> dict[str, Any]:
             continue
         targets = []
         for t in rc.targets:
-            up = res.balancer.is_up(_target_key(svc, rid, t.provider, t.model))
-            providers[t.provider]["up"] = providers[t.provider]["up"] and up
+            up: bool | None = None  # a wildcard's concrete models vary: unknown here
+            if t.model or not rid.endswith("/*"):
+                up = res.balancer.is_up(_target_key(svc, rid, t.provider, t.model))
             targets.append({"provider": t.provider, "model": t.model or "*", "weight": t.weight,
                             "up": up})
         routes.append({"id": rid, "targets": targets, "fallbacks": list(rc.fallbacks),
                        "strategy": rc.strategy})
     usage = await _usage_today(res)
-    return {"time": int(time.time()), "routes": routes, "providers": list(providers.values()),
+    return {"time": int(time.time()), "routes": routes, "providers": providers,
             "usage_by_team": usage}
 
 
@@ -73,7 +75,8 @@ def _render(data: dict[str, Any]) -> str:
         f'<td>{"yes" if p["configured"] else "no key"}</td></tr>' for p in data["providers"])
     rts = "".join(
         f'<tr><td>{e(r["id"])}</td><td>' + (f'alias of {e(r["alias"])}' if r.get("alias") else
-        ", ".join(f'{e(t["provider"])}:{e(t["model"])}' for t in r["targets"])) +
+        ", ".join(f'{e(t["provider"])}:{e(t["model"])}' + ("" if t["up"] is not False else
+                  ' <span class="down">(cooling down)</span>') for t in r["targets"])) +
         f'</td><td>{e(", ".join(r["fallbacks"]))}</td></tr>' for r in data["routes"])
     use = "".join(
         f'<tr><td>{e(str(u.get("team") or "-"))}</td><td>{u["requests"]}</td>'
