@@ -82,23 +82,10 @@ class AppState:
         return len(self._inflight)
 
     def track_requests(self) -> Any:
-        """The outermost middleware: keeps each in-flight request's task (streams included, as
-        their handler returns after the last frame) so that the drain can wait for them."""
-        from aiohttp import web
+        """The outermost middleware that keeps each in-flight request's task for the drain."""
+        from gateway.http.middleware import tracking
 
-        inflight = self._inflight
-
-        @web.middleware
-        async def track(request: web.Request, handler: Any) -> web.StreamResponse:
-            task = asyncio.current_task()
-            assert task is not None
-            inflight.add(task)
-            try:
-                return await handler(request)
-            finally:
-                inflight.discard(task)
-
-        return track
+        return tracking(self._inflight)
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for in-flight requests to end, then cancel the rest (their usage

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import asyncio
 import itertools
 import os
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
@@ -70,3 +71,20 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
     if not resp.prepared:
         resp.headers["x-request-id"] = rid
     return resp
+
+
+def tracking(inflight: set[asyncio.Task[Any]]) -> Any:
+    """The outermost middleware: keeps each in-flight request's task (streams included, as their
+    handler returns after the last frame) so that a graceful shutdown can wait for them."""
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            inflight.discard(task)
+
+    return track
