@@ -23,18 +23,18 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from adapters import get_adapter
 from gateway.balancer import Balancer
-from gateway.config.schema import Retries, RouteConfig, Timeouts
+from gateway.config.schema import Retries
 from gateway.errors import (AllTargetsFailed, ContextWindowExceeded, GatewayError,
                             UpstreamAuthError, UpstreamError, UpstreamProtocolError,
                             UpstreamRateLimited, UpstreamTimeout)
+from gateway.failures import all_failed
+from gateway.policy import Policies
 from gateway.routing import Resolved, Route, RouteTable
 from gateway.sse import SSEReader
 from gateway.types import ChatRequest, EmbeddingsRequest, RawResponse, StreamEvent, Target
 from gateway.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
-_CONNECT_S, _FIRST_TOKEN_S = 5.0, 60.0
-_POLICY_CACHE_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -88,15 +88,6 @@ class Call:
     tripped: str = ""  # key of the target this request's last failure took out of rotation
 
 
-@dataclass(frozen=True, slots=True)
-class _Policy:
-    """Retries and timeouts for one target of one route: route, then provider, then global."""
-
-    retries: Retries
-    connect_s: float
-    first_token_s: float
-
-
 class _Unavailable(Exception):
     """The target left rotation (cool-down, or its probe is taken) after it was ordered."""
 
@@ -108,7 +99,7 @@ class Dispatcher:
         self.upstream = upstream
         self.balancer = balancer
         self.metrics = metrics
-        self._policies: dict[str, dict[str, _Policy]] = {}
+        self.policies = Policies(routes.cfg)
 
     # ------------------------------------------------------------ chain
     def _chain(self, call: Call, ids: tuple[str, ...], seen: set[str]) -> list[Resolved]:
@@ -136,7 +127,7 @@ class Dispatcher:
             targets = self.balancer.order(res.targets, res.route.strategy)
             for n, target in enumerate(targets):
                 if call.deadline <= time.monotonic():
-                    raise self._all_failed(call, chain, deadline_spent=True)
+                    raise self._all_failed(call, chain, True)
                 more = n + 1 < len(targets) or i < len(chain)
                 try:
                     result = await self._target(call, res.route, target, more)
@@ -154,7 +145,11 @@ class Dispatcher:
                         raise
                     continue
                 return self._outcome(first, res, target, result)
-        raise self._all_failed(call, chain, deadline_spent=call.deadline <= time.monotonic())
+        raise self._all_failed(call, chain, call.deadline <= time.monotonic())
+
+    def _all_failed(self, call: Call, chain: list[Resolved], spent: bool) -> AllTargetsFailed:
+        targets = [t for r in chain for t in r.targets]
+        return all_failed(call, targets, self.balancer, deadline_spent=spent)
 
     def _outcome(self, first: Resolved, res: Resolved, target: Target, result: Any) -> Outcome:
         if res is first:
@@ -173,7 +168,7 @@ class Dispatcher:
             return await self._attempt(call, route, target)
         except UpstreamError as exc:
             failed = exc
-        policy = self._policy(route, target)
+        policy = self.policies.of(route, target)
         if policy.retries.attempts <= 1 or not _retry_on(failed, more):
             raise failed
         return await self._retry(call, route, target, more, policy.retries, failed)
@@ -236,7 +231,7 @@ class Dispatcher:
         else:
             ureq = adapter.build_embeddings_request(req, target)
             stream = False
-        policy = self._policy(route, target)
+        policy = self.policies.of(route, target)
         first_s = min(policy.first_token_s, remaining)
         started = time.monotonic()
         probe = balancer.begin(target)
@@ -332,75 +327,6 @@ class Dispatcher:
         else:  # the target answered, about the request itself: it is healthy
             self.balancer.success(target, None, probe=probe)
 
-    # ------------------------------------------------------------ policy
-    def _policy(self, route: Route, target: Target) -> _Policy:
-        per_route = self._policies.get(route.id)
-        if per_route is None:
-            per_route = {}
-            if len(self._policies) < _POLICY_CACHE_MAX:
-                self._policies[route.id] = per_route
-        policy = per_route.get(target.provider.name)
-        if policy is None:
-            policy = per_route[target.provider.name] = self._make_policy(route, target)
-        return policy
-
-    def _make_policy(self, route: Route, target: Target) -> _Policy:
-        cfg = self.routes.cfg
-        rc = _route_config(cfg.routes, route)
-        pc = cfg.providers.get(target.provider.name)
-        p_timeouts = None
-        if pc is not None:
-            p_timeouts = pc.timeouts or (Timeouts(total_s=pc.timeout_s) if pc.timeout_s else None)
-        layers = [cfg.timeouts, p_timeouts, rc.timeouts if rc is not None else None]
-        connect = _pick(layers, "connect_s") or _CONNECT_S
-        first = _pick(layers, "first_token_s") or _FIRST_TOKEN_S
-        retries = ((rc.retries if rc is not None else None)
-                   or (pc.retries if pc is not None else None) or route.retries)
-        return _Policy(retries, connect, first)
-
-    # ------------------------------------------------------------ all failed
-    def _all_failed(self, call: Call, chain: list[Resolved], *,
-                    deadline_spent: bool) -> AllTargetsFailed:
-        errors, model = call.errors, call.resolved.model_id
-        if not errors:
-            return self._all_cooling(model, [t for r in chain for t in r.targets])
-        summary = _summary(call.attempts)
-        n = len(call.attempts)
-        last = errors[-1]
-        log.warning("all upstream attempts failed", extra={
-            "model": model, "attempts": [a.to_json() for a in call.attempts]})
-        if deadline_spent or all(isinstance(e, UpstreamTimeout) for e in errors):
-            err = AllTargetsFailed(f"'{model}' timed out upstream (timeouts.first_token_s / "
-                                   f"total_s) after {n} attempts: {summary}", last=last)
-            err.status, err.type, err.code = 504, "timeout_error", "upstream_timeout"
-            return err
-        if all(isinstance(e, UpstreamRateLimited) for e in errors):
-            waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
-            err = AllTargetsFailed(f"every target of '{model}' is rate limited upstream "
-                                   f"({n} attempts): {summary}", last=last)
-            err.status, err.type, err.code = 429, "rate_limit_exceeded", "upstream_rate_limited"
-            err.headers["Retry-After"] = _seconds(min(waits) if waits else 1.0)
-            return err
-        if all(isinstance(e, UpstreamAuthError) for e in errors):
-            return AllTargetsFailed(f"the provider account behind '{model}' rejected the "
-                                    f"gateway's credentials (a configuration problem on the "
-                                    f"gateway, not your API key; {n} attempts): {summary}",
-                                    last=last, code="upstream_auth_error")
-        return AllTargetsFailed(f"all {n} upstream attempts for '{model}' failed: {summary}",
-                                last=last)
-
-    def _all_cooling(self, model: str, targets: list[Target]) -> AllTargetsFailed:
-        """No attempt was made: every target is out of rotation."""
-        wait = min((self.balancer.wait_s(t) for t in targets), default=1.0)
-        wait = 1.0 if wait == float("inf") else wait
-        err = AllTargetsFailed(f"no target of '{model}' is available: all are cooling down after "
-                               f"upstream failures; retry in {_seconds(wait)}s", last=None)
-        if targets and all(self.balancer.rate_limited(t) for t in targets):
-            err.status, err.type, err.code = 429, "rate_limit_exceeded", "upstream_rate_limited"
-        err.headers["Retry-After"] = _seconds(wait)
-        return err
-
-
 def _retry_on(exc: BaseException, more: bool) -> bool:
     if not isinstance(exc, UpstreamError) or not exc.retryable:
         return False
@@ -408,36 +334,3 @@ def _retry_on(exc: BaseException, more: bool) -> bool:
     return not (more and isinstance(exc, UpstreamRateLimited))
 
 
-def _pick(layers: list[Timeouts | None], name: str) -> float | None:
-    value = None
-    for layer in layers:
-        if layer is not None and getattr(layer, name) is not None:
-            value = getattr(layer, name)
-    return value
-
-
-def _route_config(routes: dict[str, RouteConfig], route: Route) -> RouteConfig | None:
-    """The config entry a built route came from (a wildcard route's ID is the concrete model)."""
-    if not route.wildcard:
-        return routes.get(route.id)
-    best = ""
-    for rid in routes:
-        if rid.endswith("/*") and route.id.startswith(rid[:-1]) and len(rid) > len(best):
-            best = rid
-    return routes.get(best) if best else None
-
-
-def _seconds(s: float) -> str:
-    return str(max(1, int(s + 0.999)))
-
-
-def _summary(attempts: list[Attempt]) -> str:
-    """`p1: 500 x3; p2: timeout` — every attempt, grouped by provider and outcome, in order."""
-    counts: dict[tuple[str, str], int] = {}
-    for a in attempts:
-        what = str(a.status) if a.status else (a.reason or "error")
-        counts[(a.provider, what)] = counts.get((a.provider, what), 0) + 1
-    parts = [f"{p}: {what}" + (f" x{n}" if n > 1 else "") for (p, what), n in counts.items()]
-    last = next((a.error for a in reversed(attempts) if a.error), None)
-    tail = f" (last: {last[:200]})" if last else ""
-    return "; ".join(parts) + tail
