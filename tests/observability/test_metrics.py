@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeOpenAI, Reply, completion, error_body
-from tests.observability.support import (KEY_ALPHA, KEY_NOTEAM, KEY_SLOW, KEY_STRAY, PRICE_BACKUP,
-                                         PRICE_MAIN, Samples, auth, changed, chat, lbl, parse)
+from tests.observability.support import (KEY_ALPHA, KEY_NOTEAM, KEY_SLOW, KEY_STRAY, MASTER,
+                                         PRICE_BACKUP, PRICE_MAIN, Samples, auth, changed, chat,
+                                         lbl, parse)
 
 R = "modelyard_requests_total"
 TOK = "modelyard_tokens_total"
@@ -65,7 +66,7 @@ async def test_counter_deltas_and_label_sets(make_gateway: Any,
     assert changed(before, after, R) == {
         lbl(model="chat/main", provider="up1", status="200"): 5,  # 2 + retry + rpm-1 + stream
         lbl(model="chat/backup", provider="up2", status="200"): 2,  # fallback + direct
-        lbl(model="chat/solo", provider="none", status="502"): 1,
+        lbl(model="chat/solo", provider="up1", status="502"): 1,  # reached an upstream
         lbl(model="chat/main", provider="none", status="429"): 1,
         lbl(model="none", provider="none", status="404"): 1,
     }
@@ -101,9 +102,11 @@ async def test_counter_deltas_and_label_sets(make_gateway: Any,
     assert changed(before, after, "modelyard_fallbacks_total") == {
         lbl(from_model="chat/main", to_model="chat/backup"): 1}
 
-    # histograms: one observation per request that reached an upstream and got an answer
+    # histograms: duration for every request that reached an upstream (the 502 too); time to
+    # first token and overhead for those that got an answer
     assert changed(before, after, "modelyard_request_duration_seconds_count") == {
-        lbl(model="chat/main", provider="up1"): 5, lbl(model="chat/backup", provider="up2"): 2}
+        lbl(model="chat/main", provider="up1"): 5, lbl(model="chat/backup", provider="up2"): 2,
+        lbl(model="chat/solo", provider="up1"): 1}
     assert changed(before, after, "modelyard_time_to_first_token_seconds_count") == {
         lbl(model="chat/main", provider="up1"): 5, lbl(model="chat/backup", provider="up2"): 2}
     overhead = changed(before, after, "modelyard_overhead_seconds_count")
@@ -167,3 +170,21 @@ async def test_unauthenticated_request_counted(make_gateway: Any) -> None:
     assert resp.status == 401
     after = await scrape(client)
     assert changed(before, after, R) == {lbl(model="none", provider="none", status="401"): 1}
+
+
+async def test_provider_only_behind_a_wildcard_is_up(aiohttp_client: Any) -> None:
+    """A provider reached only through a wildcard route without a `models:` list has never
+    failed: provider_up must be 1 (0 fires ModelyardProviderDown and ModelyardNoProviderUp)."""
+    import yaml
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    cfg = {"auth": {"master_key": MASTER}, "providers": {"local": {"adapter": "mock"}},
+           "routes": {"mock/*": {"targets": [{"provider": "local"}]}},
+           "default_model": "mock/echo"}
+    client = await aiohttp_client(create_app(parse_config(yaml.safe_dump(cfg), env={})))
+    r = await client.post("/v1/chat/completions", json=chat("mock/echo"), headers=auth(MASTER))
+    assert r.status == 200
+    samples = await scrape(client)
+    assert samples[("modelyard_provider_up", lbl(provider="local"))] == 1
