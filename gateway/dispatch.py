@@ -86,6 +86,9 @@ class Call:
     retries: int = 0
     errors: list[UpstreamError] = field(default_factory=list)
     tripped: str = ""  # key of the target this request's last failure took out of rotation
+    estimate: int = 0  # tokens reserved for this request (provider-account tpm)
+    span: Any = None  # the OpenTelemetry request span (tracing on)
+    held: list[Any] = field(default_factory=list)  # provider-account limit reservations
 
 
 class _Unavailable(Exception):
@@ -94,11 +97,16 @@ class _Unavailable(Exception):
 
 class Dispatcher:
     def __init__(self, routes: RouteTable, upstream: Upstream, balancer: Balancer,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, *, gate: Any = None, tracing: Any = None) -> None:
         self.routes = routes
         self.upstream = upstream
         self.balancer = balancer
         self.metrics = metrics
+        self.tracing = tracing  # gateway.tracing.Tracing, or None
+        # providers with their own rpm/tpm: reserved per attempt through `gate`
+        self.gate = gate
+        self.account_limits = {n: p.limits for n, p in routes.cfg.providers.items()
+                               if p.limits is not None and (p.limits.rpm or p.limits.tpm)}
         self.policies = Policies(routes.cfg)
 
     # ------------------------------------------------------------ chain
@@ -236,11 +244,19 @@ class Dispatcher:
         started = time.monotonic()
         probe = balancer.begin(target)
         status: int | None = None
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.start_attempt(call.span, target, route.id, req.body,
+                                              "chat" if isinstance(req, ChatRequest)
+                                              else "embeddings", ureq.headers)
         try:
             if target.provider.key_required and not target.provider.api_key:
                 raise UpstreamAuthError(f"provider '{provider}' has no API key configured (set "
                                         f"its api_key, usually from an environment variable)",
                                         provider=provider)
+            if provider in self.account_limits and self.gate is not None:
+                call.held.append(await self.gate(target, self.account_limits[provider],
+                                                 call.estimate))
             resp = await self.upstream.send(ureq, target, connect_s=policy.connect_s,
                                             first_byte_s=first_s, total_s=remaining)
             status = resp.status
@@ -257,12 +273,18 @@ class Dispatcher:
                     result = adapter.parse_embeddings_response(raw, req, target)
         except UpstreamError as exc:
             self._failed(call, route, target, started, status, exc, probe)
+            if span is not None:
+                self.tracing.end_attempt(span, exc.upstream_status or status, exc)
             raise
-        except BaseException:
+        except BaseException as exc:
             balancer.release_probe(target, probe)
+            if span is not None:
+                self.tracing.end_attempt(span, status, exc)
             raise
         finally:
             balancer.end(target)
+        if span is not None:
+            self.tracing.end_attempt(span, status, None, result)
         latency = time.monotonic() - started
         balancer.success(target, latency, probe=probe)
         call.attempts.append(Attempt(provider, target.model, route.id, status, latency * 1000))

@@ -84,6 +84,9 @@ class Limiter:
         if reservation.handle is not None:
             self.backend.reconcile_soon(reservation.handle, tokens, cost_usd)
 
+    def reconcile_handle(self, handle: Any, tokens: int) -> None:
+        self.backend.reconcile_soon(handle, tokens, 0.0)
+
     async def provider_gate(self, target: Target, limits: Limits | None, estimate: int) -> Any:
         """Reserve the provider account's own rpm/tpm before calling it; refused: try another."""
         check = _limit("provider", target.provider.name, limits)

@@ -124,7 +124,8 @@ class Pipeline:
                                                       prompt_estimate + max_tokens)
         ctx.headers.update(st.reservation.headers)
         call = st.call = Call(req, resolved, ctx.principal.may_use,
-                              time.monotonic() + (route.timeouts.total_s or 600.0))
+                              time.monotonic() + (route.timeouts.total_s or 600.0),
+                              estimate=prompt_estimate + max_tokens, span=st.span)
         svc.recorder.dispatching(st)
         st.mark_dispatch()
         outcome = await svc.dispatcher.run(call)

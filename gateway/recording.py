@@ -114,6 +114,11 @@ class Recorder:
             res.sink.submit(r)
         if st.reservation is not None and st.reservation.handle is not None:
             res.limits.reconcile(st.reservation, r.total_tokens, r.cost_usd)
+        if st.call is not None and st.call.held:  # provider-account reservations, per attempt
+            last = len(st.call.held) - 1
+            for i, held in enumerate(st.call.held):
+                if held is not None:  # only the attempt that answered used real tokens
+                    res.limits.reconcile_handle(held, r.total_tokens if i == last else 0)
         if st.ctx.trace and res.traces is not None:
             self._spawn(res.traces.put(st.ctx.request_id, r.key_id, self._trace(st),
                                        self.trace_ttl_s))

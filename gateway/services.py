@@ -58,7 +58,8 @@ def build_services(cfg: GatewayConfig, res: Resources) -> Services:
     res.balancer.cooldown = cfg.cooldown
     dynamic = res.keystore.principal if res.keystore is not None else None
     auth = Authenticator(cfg.auth, dynamic=dynamic)
-    dispatcher = Dispatcher(routes, res.upstream, res.balancer, res.metrics)
+    dispatcher = Dispatcher(routes, res.upstream, res.balancer, res.metrics,
+                            gate=getattr(res.limits, "provider_gate", None), tracing=res.tracing)
     if res.recorder is None:
         res.recorder = Recorder(res, trace_ttl_s=cfg.traces.ttl_s, access=cfg.logging.access_log)
     else:

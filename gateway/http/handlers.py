@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
-from gateway.http.keys import SERVICES, STATE
+from gateway.http.keys import RECORD_ID, REQUEST_ID, SERVICES, STATE
 from gateway.metrics import exposition
 from gateway.pipeline import Reply, RequestContext, StreamReply
 from gateway.types import dumps, loads
@@ -38,8 +38,8 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
 
 def context(request: web.Request) -> RequestContext:
     trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
-    ctx = RequestContext(request["request_id"], None, time.perf_counter(), time.time(),
-                         trace=trace, record_id=request["record_id"])
+    ctx = RequestContext(request[REQUEST_ID], None, time.perf_counter(), time.time(),
+                         trace=trace, record_id=request[RECORD_ID])
     if "traceparent" in request.headers:
         ctx.trace_headers = {k: request.headers[k] for k in ("traceparent", "tracestate")
                              if k in request.headers}
@@ -50,7 +50,7 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
     if isinstance(reply, Reply):
         return web.Response(status=reply.status, body=reply.body, content_type=_JSON,
                             headers=reply.headers)
-    reply.headers["x-request-id"] = request["request_id"]
+    reply.headers["x-request-id"] = request[REQUEST_ID]
     resp = web.StreamResponse(status=200, headers=reply.headers)
     resp.enable_chunked_encoding()
     frames = reply.frames

@@ -8,3 +8,5 @@ from aiohttp import web
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 RESOURCES: web.AppKey[Any] = web.AppKey("resources", object)
 STATE: web.AppKey[Any] = web.AppKey("state", object)  # lifecycle flags (ready, draining)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)  # echoed in x-request-id
+RECORD_ID: web.RequestKey[str] = web.RequestKey("record_id", str)  # the gateway's own, unique

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.http.keys import RECORD_ID, REQUEST_ID
 from gateway.types import dumps
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
     rid = request.headers.get("x-request-id") or own
     if len(rid) > 128:
         rid = rid[:128]
-    request["request_id"] = rid  # echoed: the client's own when it sent one
-    request["record_id"] = own  # unique per request: usage records are counted once by it
+    request[REQUEST_ID] = rid  # echoed: the client's own when it sent one
+    request[RECORD_ID] = own  # unique per request: usage records are counted once by it
     try:
         resp = await handler(request)
     except GatewayError as exc:
