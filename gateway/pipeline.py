@@ -47,6 +47,7 @@ class Reply:
 class StreamReply:
     headers: dict[str, str]
     frames: AsyncIterator[bytes]
+    abandon: Callable[[], None] = lambda: None  # the client left before the first frame
 
 
 Loader = Callable[[], Awaitable[tuple[Any, int]]]  # reads and decodes the body: (json, size)
@@ -155,16 +156,30 @@ class Pipeline:
         st.record.status = 200
         idle = st.route.timeouts.idle_s or st.route.timeouts.first_token_s or 60.0
 
+        started = False
+
         async def frames() -> AsyncIterator[bytes]:
+            nonlocal started
+            started = True
             try:
                 async for frame in relay(start, enc, st.record, idle, st.mark_first_byte):
                     yield frame
             finally:
                 svc.recorder.finish(st)
 
+        def abandon() -> None:
+            """The response never started (the client left during `prepare`): the relay never
+            ran, so close the upstream stream and record the request here."""
+            if started:
+                return
+            start.response.close()
+            rec = st.record
+            rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
+            svc.recorder.finish(st)
+
         ctx.headers["content-type"] = "text/event-stream"
         ctx.headers["cache-control"] = "no-cache"
-        return StreamReply(ctx.headers, frames())
+        return StreamReply(ctx.headers, frames(), abandon)
 
 
 def _failed(st: Any, exc: BaseException) -> None:

@@ -62,6 +62,7 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
         pass  # the client left: closing the frames below cancels the upstream call
     finally:
         await frames.aclose()  # type: ignore[attr-defined]
+        reply.abandon()  # records and closes upstream if the frames never started
     return resp
 
 
