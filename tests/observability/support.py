@@ -182,6 +182,14 @@ class Gateway:
             time.sleep(0.05)
         raise TimeoutError(f"gateway not ready: {self.stderr()}")
 
+    def wait_log(self, text: str, count: int, timeout: float = 20.0) -> None:
+        """Wait until `text` appears on `count` lines of stderr (e.g. every worker ready)."""
+        deadline = time.monotonic() + timeout
+        while sum(text in ln for ln in self.stderr().splitlines()) < count:
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise TimeoutError(f"{count} x {text!r} not logged: {self.stderr()}")
+            time.sleep(0.05)
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 

@@ -44,3 +44,22 @@ async def test_dashboard_metrics_exported(aiohttp_client: Any, redis_url: str, t
     assert value(samples, "modelyard_provider_up", provider="up1") == 1
     ratio = [v for (n, _), v in samples.items() if n == "modelyard_quota_remaining_ratio"]
     assert ratio and all(0 < v <= 1 for v in ratio)
+
+
+async def test_team_added_by_reload_gets_its_label(aiohttp_client: Any, tmp_path: Path,
+                                                   fakes: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+    one, two = fakes
+    cfg = config(one.base_url, two.base_url)
+    path = write_config(tmp_path / "gateway.yaml", cfg)
+    app = create_app(load_config(path), path)
+    client = await aiohttp_client(app)
+    cfg["teams"]["gamma"] = {}
+    cfg["auth"]["keys"].append({"id": "key-gamma-1", "key": "sk-gamma-obs-77d1", "team": "gamma"})
+    write_config(path, cfg)
+    assert app[STATE].reload() is True
+    r = await client.post("/v1/chat/completions", json=chat("chat/main"),
+                          headers=auth("sk-gamma-obs-77d1"))
+    assert r.status == 200
+    samples = parse(await (await client.get("/metrics")).text())
+    assert value(samples, "modelyard_tokens_total", model="chat/main", provider="up1",
+                 team="gamma", type="prompt") == 19

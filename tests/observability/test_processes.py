@@ -61,6 +61,7 @@ def test_workers_aggregate_and_metrics_port(tmp_path: Path, redis_url: str) -> N
     mp_dir.mkdir()
     gw = Gateway(path, tmp_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(mp_dir)})
     with gw:
+        gw.wait_log('"modelyard ready"', 2)  # /readyz answers once the first worker is up
         for _ in range(REQUESTS):  # a new connection each: SO_REUSEPORT spreads them
             status, _ = http_post(f"{gw.url}/v1/chat/completions",
                                   json.dumps(chat("mock/echo", PROMPT)).encode(), auth(KEY_ALPHA))
