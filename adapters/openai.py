@@ -27,6 +27,7 @@ from gateway.types import (
 )
 
 _JSON = "application/json"
+_EMPTY: dict[str, Any] = {}
 
 
 def auth_headers(target: Target, default_header: str = "authorization") -> dict[str, str]:
@@ -104,15 +105,24 @@ def error_message(raw: RawResponse) -> tuple[str, str | None, str | None]:
 
 
 class OpenAIStreamDecoder:
-    __slots__ = ("target", "done", "finished")
+    """OpenAI-format SSE → canonical events. After the first chunk, an ordinary delta chunk (no
+    usage, no error) is passed on as its own text with only the model field to replace: the
+    passthrough costs no JSON parse and no re-encode per chunk."""
+
+    __slots__ = ("target", "done", "finished", "fast")
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.done = False
         self.finished = False
+        self.fast = ""  # the exact `"model":"..."` text of this stream's chunks, once known
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
         data = event.data
+        fast = self.fast
+        if fast and fast in data and '"usage"' not in data and '"error"' not in data \
+                and '"finish_reason":null' in data:
+            return [StreamEvent(_EMPTY, raw=data, raw_model=fast)]
         if data == "[DONE]":
             self.done = True
             return []
@@ -139,6 +149,10 @@ class OpenAIStreamDecoder:
             return [StreamEvent(obj, usage=usage, usage_only=True)]
         if choices[0].get("finish_reason"):
             self.finished = True
+        if not fast and isinstance(obj.get("model"), str):
+            needle = '"model":' + dumps(obj["model"]).decode()
+            if needle in data and data.count('"model"') == 1:
+                self.fast = needle
         return [StreamEvent(obj, usage=usage)]
 
     def close(self) -> list[StreamEvent]:

@@ -24,16 +24,22 @@ log = logging.getLogger(__name__)
 class ChunkEncoder:
     """Stamps `id`, `object`, `created` and the client-facing `model` on canonical chunks."""
 
-    __slots__ = ("model", "id", "created", "include_usage", "usage")
+    __slots__ = ("model", "model_field", "id", "created", "include_usage", "usage", "chunks")
 
     def __init__(self, model: str, request_id: str, include_usage: bool) -> None:
         self.model = model
+        self.model_field = '"model":' + dumps(model).decode()
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self.include_usage = include_usage
         self.usage: Usage | None = None
+        self.chunks = 0  # chunks sent: the token estimate of a stream cut before its usage
 
     def encode(self, ev: StreamEvent) -> bytes | None:
+        self.chunks += 1
+        raw = ev.raw
+        if raw is not None:  # passthrough: only the model field changes
+            return b"data: " + raw.replace(ev.raw_model, self.model_field, 1).encode() + b"\n\n"
         chunk = ev.chunk
         if ev.usage is not None:
             self.usage = ev.usage  # the usage tap: kept for accounting whatever the client asked
@@ -124,3 +130,8 @@ def _take_usage(enc: ChunkEncoder, rec: UsageRecord) -> None:
         rec.completion_tokens = u.completion_tokens
         rec.cached_tokens = u.cached_tokens
         rec.reasoning_tokens = u.reasoning_tokens
+    elif rec.cut and enc.chunks:
+        # the stream ended before the provider reported usage: count what was received (about
+        # one token per delta chunk) and say that it is an estimate
+        rec.completion_tokens = max(enc.chunks - 2, 1)
+        rec.extra["usage_estimated"] = True

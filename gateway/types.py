@@ -156,6 +156,14 @@ class StreamEvent:
     chunk: JSON
     usage: Usage | None = None
     usage_only: bool = False
+    # Passthrough fast path: the upstream's own chunk text, sent as is but for its model field
+    # (`raw_model`, the exact `"model":"..."` text to replace). `chunk` is then empty.
+    raw: str | None = None
+    raw_model: str = ""
+
+    def as_chunk(self) -> JSON:
+        """The chunk as a dict, also for a passthrough event (parsed here, for tests and tools)."""
+        return self.chunk if self.raw is None else orjson.loads(self.raw)
 
 
 # ---------------------------------------------------------------- upstream I/O shapes

@@ -213,9 +213,12 @@ async def test_cut_streams_count_what_was_received(mode_url: str, make_gateway: 
     a, b = recs[ids[0]], recs[ids[1]]
     assert (a.cut, a.prompt_tokens, a.completion_tokens) == ("upstream_cut", 37, 2)
     assert a.cost_usd == pytest.approx((37 * 2.0 + 2 * 8.0) / 1e6)
-    assert (b.cut, b.prompt_tokens, b.completion_tokens) == ("upstream_cut", 0, 0)
+    # cut before the provider reported usage: what was received is counted (one delta chunk,
+    # about one token) and marked as an estimate
+    assert (b.cut, b.prompt_tokens, b.completion_tokens) == ("upstream_cut", 0, 1)
+    assert b.extra.get("usage_estimated") is True and "usage_estimated" not in a.extra
     [row] = await usage_rows(gw, "user=dan&group_by=user")
-    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (2, 37, 2)
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (2, 37, 3)
 
 
 async def test_client_disconnects_are_recorded_once(mode_url: str, make_gateway: MakeGateway,

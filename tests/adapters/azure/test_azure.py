@@ -38,18 +38,18 @@ def decode(raw: bytes, split: int) -> list[StreamEvent]:
 
 
 def view(events: list[StreamEvent]) -> list[tuple[JSON, bool]]:
-    return [(e.chunk, e.usage_only) for e in events]
+    return [(e.as_chunk(), e.usage_only) for e in events]
 
 
 def test_prompt_filter_preamble_does_not_break_the_stream_at_any_split() -> None:
     raw = (DATA / "stream_with_prompt_filter.sse").read_bytes()
     reference = decode(raw, len(raw))
-    assert all(e.chunk["choices"] or e.usage_only for e in reference)  # preamble skipped
-    text = "".join(e.chunk["choices"][0]["delta"].get("content") or ""
-                   for e in reference if e.chunk["choices"])
+    assert all(e.as_chunk()["choices"] or e.usage_only for e in reference)  # preamble skipped
+    text = "".join(e.as_chunk()["choices"][0]["delta"].get("content") or ""
+                   for e in reference if e.as_chunk()["choices"])
     assert text == "Hello there!"
-    assert reference[0].chunk["choices"][0]["delta"]["role"] == "assistant"
-    assert [e.chunk["choices"][0]["finish_reason"] for e in reference if e.chunk["choices"]][-1] \
+    assert reference[0].as_chunk()["choices"][0]["delta"]["role"] == "assistant"
+    assert [e.as_chunk()["choices"][0]["finish_reason"] for e in reference if e.as_chunk()["choices"]][-1] \
         == "stop"
     last = reference[-1]
     assert last.usage_only and last.usage is not None and last.usage.total_tokens == 12
@@ -60,7 +60,7 @@ def test_prompt_filter_preamble_does_not_break_the_stream_at_any_split() -> None
 def test_content_filter_stream_at_any_split() -> None:
     raw = (DATA / "stream_content_filter.sse").read_bytes()
     reference = decode(raw, len(raw))
-    finish = [e.chunk["choices"][0] for e in reference if e.chunk["choices"]][-1]
+    finish = [e.as_chunk()["choices"][0] for e in reference if e.as_chunk()["choices"]][-1]
     assert finish["finish_reason"] == "content_filter"
     assert finish["content_filter_results"]["violence"]["filtered"] is True
     for split in range(1, len(raw)):

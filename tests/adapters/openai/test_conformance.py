@@ -134,3 +134,23 @@ def test_stream_without_done_is_a_protocol_error() -> None:
     cut = TOOL_STREAM[: TOOL_STREAM.index(b"data: [DONE]")]
     with pytest.raises(UpstreamProtocolError):
         _decode(cut, 7)
+
+
+def test_passthrough_fast_path_only_changes_the_model() -> None:
+    from gateway.streaming import ChunkEncoder
+
+    dec = OpenAIStreamDecoder(Target(OPENAI, "gpt-4o"))
+    enc = ChunkEncoder("openai/gpt-4o", "r1", include_usage=False)
+    frames, raws = [], 0
+    for ev in replay(TOOL_STREAM, 5):
+        for e in dec.feed(ev):
+            raws += e.raw is not None
+            frame = enc.encode(e)
+            if frame is not None:
+                frames.append(loads(frame[len(b"data: "):]))
+    dec.close()
+    upstream = [loads(ev.data) for ev in replay(TOOL_STREAM, 5) if ev.data.startswith("{")]
+    assert raws == 1  # the second chunk went by the fast path (the first teaches the model text)
+    assert len(frames) == 3  # the usage chunk is stripped: the client did not ask for it
+    for got, sent in zip(frames, upstream):
+        assert got == {**sent, "model": "openai/gpt-4o"}
