@@ -190,26 +190,40 @@ class AppState:
                 self.reload()
 
     async def health_loop(self) -> None:
-        """Keep `provider_up` current: 1 while any of a provider's targets is in rotation."""
+        """Keep `provider_up` (1 while any of a provider's targets is in rotation) and
+        `quota_remaining_ratio` (teams with a quota) current."""
         while True:
             try:
                 self._refresh_provider_up()
+                await self._refresh_quotas()
             except Exception:  # a gauge refresh must never stop the loop
-                log.exception("provider health refresh failed")
+                log.exception("health gauge refresh failed")
             await asyncio.sleep(HEALTH_INTERVAL_S)
 
     def _refresh_provider_up(self) -> None:
         from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.metrics import provider_health
 
         svc = self.app[SERVICES]
         res = self.app[RESOURCES]
-        up: dict[str, bool] = {name: False for name in svc.routes.providers}
-        for rid in svc.routes.listed_models():
-            try:
-                targets = svc.routes.resolve(rid).targets
-            except Exception:
-                continue
-            for t in targets:
-                up[t.provider.name] = up.get(t.provider.name, False) or res.balancer.is_up(t)
+        up = {name: True for name in svc.routes.providers}  # nothing says it is failing
+        up.update(provider_health(svc.routes, res.balancer))
         for name, ok in up.items():
             res.metrics.provider_up(name, ok)
+
+    async def _refresh_quotas(self) -> None:
+        from gateway.http.keys import RESOURCES
+        from gateway.limits import QuotaCheck
+        from gateway.metrics import remaining_ratio
+
+        res = self.app[RESOURCES]
+        state = getattr(res, "state", None)
+        checks = [QuotaCheck("team", team, t.quota.tokens, t.quota.usd, t.quota.period)
+                  for team, t in self.cfg.teams.items()
+                  if t.quota is not None and (t.quota.tokens or t.quota.usd)]
+        if state is None or not checks:
+            return
+        for check, usage in zip(checks, await state.limits.usage(checks)):
+            ratio = remaining_ratio(usage)
+            if ratio is not None:
+                res.metrics.quota_remaining(check.ident, ratio)

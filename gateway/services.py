@@ -56,6 +56,7 @@ class Services:
 def build_services(cfg: GatewayConfig, res: Resources) -> Services:
     routes = RouteTable(cfg)
     res.balancer.cooldown = cfg.cooldown
+    res.metrics.configure(cfg.teams, cfg.metrics.max_models)
     dynamic = res.keystore.principal if res.keystore is not None else None
     auth = Authenticator(cfg.auth, dynamic=dynamic)
     dispatcher = Dispatcher(routes, res.upstream, res.balancer, res.metrics,
