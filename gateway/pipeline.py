@@ -15,7 +15,6 @@ from gateway.accounting.record import UsageRecord
 from gateway.auth import Principal
 from gateway.dispatch import Call, Outcome, StreamStart
 from gateway.errors import GatewayError
-from gateway.recording import Recorder
 from gateway.streaming import ChunkEncoder, relay
 from gateway.types import ChatRequest, dumps
 from gateway.validation import chat_request, embeddings_request

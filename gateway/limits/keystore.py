@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from gateway.limits.connection import RedisClient
 
 
+def _trouble() -> tuple[type[BaseException], ...]:
+    """What a Redis call may raise (redis-py loads only when Redis is configured)."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, asyncio.TimeoutError)
+
+
 class _KeyStoreBase:
     """create/patch/revoke logic over four storage primitives the subclasses provide."""
 
@@ -133,12 +140,10 @@ class RedisKeyStore(_KeyStoreBase):
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
     async def _call(self, coro: Any) -> Any:
-        from redis.exceptions import RedisError  # redis loads only when Redis is configured
-
         try:
             async with asyncio.timeout(self.budget_s):
                 return await coro
-        except (RedisError, OSError, asyncio.TimeoutError) as err:
+        except _trouble() as err:
             raise ServiceUnavailable("key store (Redis) is unavailable") from err
 
     async def _insert(self, rec: KeyRecord) -> bool:
@@ -182,7 +187,7 @@ class RedisKeyStore(_KeyStoreBase):
             try:
                 async with asyncio.timeout(self.budget_s):
                     raw = await self.client.hget(self._d, digest)
-            except _TROUBLE as err:
+            except _trouble() as err:
                 if hit is None:
                     raise ServiceUnavailable("key store (Redis) is unavailable") from err
                 log.warning("key store unavailable; using a cached key record")

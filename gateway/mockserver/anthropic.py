@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import re
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
+from gateway.mockserver.settings import MockSettings
 
 _ERROR_STATUS = MappingProxyType({
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
@@ -39,14 +38,6 @@ _ERROR_STATUS = MappingProxyType({
 _MODELS = (("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
            ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
            ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"))
-
-
-@dataclass
-class MockSettings:
-    latency_ms: float = 0
-    fail_rate: float = 0.0
-    chunk_words: int = 1
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
 SETTINGS = web.AppKey("anthropic_mock_settings", MockSettings)

@@ -26,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
+from gateway.mockserver.settings import MockSettings
 
 _STATUS_HTTP = MappingProxyType({
     "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAUTHENTICATED": 401,
@@ -54,14 +53,6 @@ _GEN_FIELDS = frozenset({
     "responseJsonSchema", "responseLogprobs", "logprobs", "responseModalities", "thinkingConfig",
     "mediaResolution", "speechConfig", "enableEnhancedCivicAnswers", "imageConfig"})
 EMBED_DIMENSIONS = 768
-
-
-@dataclass
-class MockSettings:
-    latency_ms: float = 0
-    fail_rate: float = 0.0
-    chunk_words: int = 1
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
 SETTINGS = web.AppKey("gemini_mock_settings", MockSettings)

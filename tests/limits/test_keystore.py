@@ -109,3 +109,24 @@ async def test_revocation_reaches_other_replica_within_cache_ttl(redis_url: str,
         await replica.client.aclose()
     finally:
         await b1.close()
+
+
+async def test_redis_down_serves_cached_keys_and_refuses_unknown_ones(own_redis,  # type: ignore[no-untyped-def]
+                                                                     clock: FakeClock) -> None:
+    from gateway.errors import ServiceUnavailable
+
+    b = RedisBackend.from_url(own_redis.url)
+    store = RedisKeyStore(b.client, clock=clock, cache_ttl_s=0.9)
+    try:
+        rec, secret = await store.create(BODY)
+        assert (await store.lookup(digest_of(secret))).id == rec.id  # cached now
+        own_redis.stop()
+        clock.advance(5)  # the cache entry is stale: the store must ask Redis, which is down
+        assert (await store.lookup(digest_of(secret))).id == rec.id  # the stale record serves
+        with pytest.raises(ServiceUnavailable):
+            await store.lookup(digest_of("my-never-seen"))
+        with pytest.raises(ServiceUnavailable):
+            await store.get("search-prod")
+    finally:
+        own_redis.start()
+        await b.close()
