@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.balancer import Balancer
 from gateway.config.schema import GatewayConfig
 from gateway.http import admin, handlers, status_page
-from gateway.http.keys import RESOURCES, SERVICES, STATE
+from gateway.http.keys import RESOURCES, STATE
 from gateway.http.middleware import request_id_and_errors
 from gateway.lifecycle import AppState
 from gateway.metrics import Metrics
@@ -34,7 +34,7 @@ def create_app(cfg: GatewayConfig, config_path: str | Path | None = None,
     res.tracing = create_tracing(cfg.otel.endpoint, cfg.otel.service_name)
     app[RESOURCES] = res
     app[STATE] = AppState(app, cfg, Path(config_path) if config_path else None, max_body)
-    app[SERVICES] = build_services(cfg, res)
+    app[STATE].services = build_services(cfg, res)
 
     r = app.router
     r.add_post("/v1/chat/completions", handlers.chat_completions)

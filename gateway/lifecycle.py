@@ -53,6 +53,7 @@ class AppState:
     def __init__(self, app: Any, cfg: GatewayConfig, path: Path | None, max_body: int) -> None:
         self.app = app
         self.cfg = cfg
+        self.services: Any = None  # this config generation's gateway.services.Services
         self.path = path
         self.max_body = max_body
         self.ready = False
@@ -105,10 +106,10 @@ class AppState:
 
     def rebuild(self) -> None:
         """Rebuild this generation's services (after the state resources started)."""
-        from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.http.keys import RESOURCES
         from gateway.services import build_services
 
-        self.app[SERVICES] = build_services(self.cfg, self.app[RESOURCES])
+        self.services = build_services(self.cfg, self.app[RESOURCES])
 
     def reload(self) -> bool:
         """Validate the file again and swap it in; a bad config is refused and the old one stays."""
@@ -147,13 +148,13 @@ class AppState:
         return dataclasses.replace(cfg, **{s: getattr(self.cfg, s) for s in changed})
 
     def _swap(self, cfg: GatewayConfig) -> None:
-        from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.http.keys import RESOURCES
         from gateway.services import build_services
 
         res = self.app[RESOURCES]
         svc = build_services(cfg, res)  # raises before anything is swapped
         retired = res.upstream.update(svc.routes.providers)
-        self.app[SERVICES] = svc  # in-flight requests keep the generation they started with
+        self.services = svc  # in-flight requests keep the generation they started with
         self.cfg = cfg
         self._retire(retired, _longest_request_s(cfg))
 
@@ -201,10 +202,10 @@ class AppState:
             await asyncio.sleep(HEALTH_INTERVAL_S)
 
     def _refresh_provider_up(self) -> None:
-        from gateway.http.keys import RESOURCES, SERVICES
+        from gateway.http.keys import RESOURCES
         from gateway.metrics import provider_health
 
-        svc = self.app[SERVICES]
+        svc = self.services
         res = self.app[RESOURCES]
         up = {name: True for name in svc.routes.providers}  # nothing says it is failing
         up.update(provider_health(svc.routes, res.balancer))

@@ -9,7 +9,7 @@ from gateway.accounting.query import key_spend, parse_usage_params
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.handlers import read_json
-from gateway.http.keys import RESOURCES, SERVICES
+from gateway.http.keys import RESOURCES, STATE
 from gateway.types import dumps
 
 _JSON = "application/json"
@@ -20,11 +20,11 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _principal(request: web.Request) -> Principal:
-    return await request.app[SERVICES].auth.authenticate(request.headers)  # type: ignore[no-any-return]
+    return await request.app[STATE].services.auth.authenticate(request.headers)  # type: ignore[no-any-return]
 
 
 async def _master(request: web.Request) -> Any:
-    svc = request.app[SERVICES]
+    svc = request.app[STATE].services
     svc.auth.master(await svc.auth.authenticate(request.headers))
     return request.app[RESOURCES].state.keys
 

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
-from gateway.http.keys import RECORD_ID, REQUEST_ID, SERVICES, STATE
+from gateway.http.keys import RECORD_ID, REQUEST_ID, STATE
 from gateway.metrics import exposition
 from gateway.pipeline import Reply, RequestContext, StreamReply
 from gateway.types import dumps, loads
@@ -67,20 +67,20 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    svc = request.app[SERVICES]
+    svc = request.app[STATE].services
     reply = await svc.pipeline.chat(context(request), request.headers, lambda: read_json(request))
     return await send(request, reply)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    svc = request.app[SERVICES]
+    svc = request.app[STATE].services
     reply = await svc.pipeline.embeddings(context(request), request.headers,
                                           lambda: read_json(request))
     return await send(request, reply)
 
 
 async def models(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
+    svc = request.app[STATE].services
     principal = await svc.auth.authenticate(request.headers)
     data = []
     for mid in svc.routes.listed_models():

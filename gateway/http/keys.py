@@ -5,7 +5,6 @@ from typing import Any
 
 from aiohttp import web
 
-SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 RESOURCES: web.AppKey[Any] = web.AppKey("resources", object)
 STATE: web.AppKey[Any] = web.AppKey("state", object)  # lifecycle flags (ready, draining)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)  # echoed in x-request-id

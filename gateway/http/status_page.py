@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http.keys import RESOURCES, SERVICES
+from gateway.http.keys import RESOURCES, STATE
 from gateway.metrics import provider_health
 from gateway.types import dumps
 
@@ -20,7 +20,7 @@ _TEMPLATE = resources.files("gateway.http").joinpath("status.html").read_text(en
 
 
 async def status_data(app: web.Application) -> dict[str, Any]:
-    svc = app[SERVICES]
+    svc = app[STATE].services
     res = app[RESOURCES]
     health = provider_health(svc.routes, res.balancer)  # the same rule as `provider_up`
     providers = [{"name": name, "adapter": spec.adapter, "up": health[name],

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.fakes import FakeOpenAI
 from tests.observability.support import (KEY_ALPHA, KEY_IDS, KEY_NOTEAM, KEY_STRAY, MASTER,
-                                         SECRETS, STRAY_TEAM, auth, changed, chat, label_values,
+                                         SECRETS, STRAY_TEAM, auth, changed, chat,
                                          lbl, parse)
 
 USER = "user-zeta-99173"
