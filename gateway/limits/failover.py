@@ -173,8 +173,10 @@ class FailoverBackend:
                        cost_usd: float = 0.0) -> None:
         if reservation.origin == self.fallback.name:
             self.fallback.reconcile_soon(reservation, actual_tokens, cost_usd)
+        elif self.up:
+            self.primary.reconcile_soon(reservation, actual_tokens, cost_usd)  # pipelined
         else:
-            self._bg.spawn(self.reconcile(reservation, actual_tokens, cost_usd))
+            log.info("reconcile dropped: redis unavailable")
 
     async def release(self, reservation: Reservation) -> None:
         if reservation.origin == self.fallback.name:

@@ -54,6 +54,9 @@ class _Group:
     keys: list[str] = field(default_factory=list)
 
 
+SETTLE_TIMEOUT_S = 2.0  # a queued reconcile batch waits at most this long for Redis
+
+
 class RedisBackend:
     """`StateBackend` on Redis. `clock` (unix seconds) overrides the server's TIME: tests only."""
 
@@ -70,6 +73,8 @@ class RedisBackend:
         self._reconcile = client.register_script(src.reconcile)
         self._cooldown = client.register_script(src.cooldown)
         self._bg = BackgroundTasks()
+        self._queue: list[tuple[list[str], list[str | int]]] = []
+        self._flushing = False
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "my", clock: Clock | None = None,
@@ -182,13 +187,17 @@ class RedisBackend:
 
     # ------------------------------------------------------------------ reconcile
 
-    async def _settle(self, g: _Group, delta: int, back: int, tokens: int, usd: float) -> None:
+    def _settle_args(self, g: _Group, delta: int, back: int, tokens: int,
+                     usd: float) -> list[str | int]:
         args: list[str | int] = [self._now_arg(), len(g.limits), len(g.quotas), delta, back]
         for c in g.limits:
             args += (_num(c.rpm), _num(c.tpm))
         for s in g.quotas:
             args += (tokens, repr(usd) if usd else "0", -back, s.expire_at)
-        await self._reconcile(keys=g.keys, args=args)
+        return args
+
+    async def _settle(self, g: _Group, delta: int, back: int, tokens: int, usd: float) -> None:
+        await self._reconcile(keys=g.keys, args=self._settle_args(g, delta, back, tokens, usd))
 
     async def _undo(self, groups: list[_Group], est: int) -> None:
         await asyncio.gather(*(self._settle(g, -est, 1, 0, 0.0) for g in groups))
@@ -206,7 +215,32 @@ class RedisBackend:
 
     def reconcile_soon(self, reservation: Reservation, actual_tokens: int,
                        cost_usd: float = 0.0) -> None:
-        self._bg.spawn(self.reconcile(reservation, actual_tokens, cost_usd))
+        """Queue the settle; every settle queued in one event-loop tick goes to Redis in one
+        pipeline (one round trip for many requests), off the response path."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        actual = max(0, int(actual_tokens))
+        delta = actual - reservation.estimate
+        for g in reservation.plan:
+            if g.quotas or (delta and any(c.tpm is not None for c in g.limits)):
+                self._queue.append((g.keys, self._settle_args(g, delta, 0, actual, cost_usd)))
+        if self._queue and not self._flushing:
+            self._flushing = True
+            self._bg.spawn(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the rest of this tick's requests queue theirs
+            while self._queue:
+                batch, self._queue = self._queue, []
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in batch:
+                    await self._reconcile(keys=keys, args=args, client=pipe)
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                    await pipe.execute()
+        finally:
+            self._flushing = False
 
     async def release(self, reservation: Reservation) -> None:
         if reservation.settled:

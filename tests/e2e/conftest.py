@@ -44,7 +44,9 @@ async def settle(client: TestClient[Any, Any]) -> None:
     """Wait until what the gateway does after a response (record, reconcile) is done."""
     res = client.server.app[RESOURCES]
     await res.recorder.drain()
-    bg = getattr(res.state.limits, "_bg", None)  # FailoverBackend's reconcile tasks
-    if bg is not None:
-        await bg.drain()
+    limits = res.state.limits
+    for holder in (limits, getattr(limits, "primary", None)):  # failover's and Redis's own
+        bg = getattr(holder, "_bg", None)
+        if bg is not None:
+            await bg.drain()
     await res.sink.flush(timeout_s=5)

@@ -196,3 +196,22 @@ async def test_shared_state_between_instances(kit: Kit) -> None:
     res = await asyncio.gather(*(b.acquire([key(rpm=4)], 0)
                                  for b in (kit.backend, other) * 3))
     assert sum(d.ok for d in res) == 4
+
+
+async def test_reconcile_soon_settles_many_requests_of_one_tick(kit: Kit) -> None:
+    """Queued reconciles (Redis: one pipeline per event-loop tick) settle every reservation
+    exactly once, including quota debits."""
+    checks = [key(tpm=10_000)]
+    quota = [QuotaCheck("key", "k1", tokens=1_000_000, period="total")]
+    ds = await fire(kit, 20, checks, est=400, quotas=quota)
+    assert all(d.ok and d.reservation is not None for d in ds)
+    for d in ds:
+        kit.backend.reconcile_soon(d.reservation, 100, 0.5)  # type: ignore[arg-type]
+        kit.backend.reconcile_soon(d.reservation, 100, 0.5)  # type: ignore[arg-type] # once only
+    bg = getattr(kit.backend, "_bg", None)  # Redis: the queued pipeline (memory: done at once)
+    if bg is not None:
+        await bg.drain()
+    d = await kit.backend.acquire(checks, 0)
+    assert d.tokens is not None and d.tokens.remaining == 10_000 - 20 * 100
+    [u] = await kit.backend.usage(quota)
+    assert (u.requests, u.tokens) == (20, 2000) and u.cost_usd == pytest.approx(10.0)
