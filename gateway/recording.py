@@ -166,13 +166,15 @@ class Recorder:
 
     def _access(self, st: RecState) -> None:
         r = st.record
-        access_log.info("request", extra={"access": {
+        fields = {
             "request_id": st.ctx.request_id, "key_id": r.key_id, "team": r.team, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "status": r.status,
             "stream": r.stream, "prompt_tokens": r.prompt_tokens,
-            "completion_tokens": r.completion_tokens, "cost_usd": round(r.cost_usd, 8),
-            "latency_ms": round(r.latency_ms, 2), "attempts": r.attempts,
-            "fallback": r.fallback or None, "error": r.error_type or None, "cut": r.cut or None}})
+            "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
+            "cost_usd": round(r.cost_usd, 8), "latency_ms": round(r.latency_ms, 2),
+            "attempts": r.attempts, "fallback": r.fallback or None, "error": r.error_type or None,
+            "cut": r.cut or None}
+        access_log.info("request", extra={"access": fields})
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
