@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
+from gateway.mockserver.replies import sample
 from gateway.mockserver.settings import MockSettings
 
 _ERROR_STATUS = MappingProxyType({
@@ -151,22 +152,6 @@ def _texts(content: Any) -> tuple[list[str], list[str]]:
     return texts, results
 
 
-def _sample(schema: Any, prompt: str) -> Any:
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if kind == "object":
-        return {k: _sample(v, prompt) for k, v in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [_sample(schema.get("items") or {}, prompt)]
-    if kind in ("number", "integer"):
-        return 21
-    if kind == "boolean":
-        return True
-    if isinstance(schema, dict) and schema.get("enum"):
-        return schema["enum"][0]
-    words = re.findall(r"[\w'-]+", prompt)
-    return words[-1] if words else "value"
-
-
 def _pick_tool(body: JSON, prompt: str) -> JSON | None:
     tools = [t for t in body.get("tools") or [] if "input_schema" in t]
     choice = body.get("tool_choice") or {}
@@ -211,11 +196,11 @@ def build_message(body: JSON, msg_id: str) -> JSON:
     if results:
         blocks.append({"type": "text", "text": "Tool results: " + "; ".join(results)})
     elif fmt.get("type") == "json_schema":
-        blocks.append({"type": "text", "text": dumps(_sample(fmt.get("schema"), prompt)).decode()})
+        blocks.append({"type": "text", "text": dumps(sample(fmt.get("schema"), prompt)).decode()})
     elif tool is not None:
         blocks.append({"type": "text", "text": f"I'll use {tool['name']}."})
         blocks.append({"type": "tool_use", "id": "toolu_" + _ids(msg_id, 1), "name": tool["name"],
-                       "input": _sample(tool["input_schema"], prompt)})
+                       "input": sample(tool["input_schema"], prompt)})
         stop_reason = "tool_use"
     elif searching:
         blocks += _web_search_blocks(prompt, msg_id)

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.types import JSON, dumps, loads
+from gateway.mockserver.replies import sample
 from gateway.mockserver.settings import MockSettings
 
 _STATUS_HTTP = MappingProxyType({
@@ -244,22 +245,6 @@ def last_user_text(body: JSON) -> str:
             if texts:
                 return " ".join(texts).strip()
     return ""
-
-
-def sample(schema: Any, prompt: str) -> Any:
-    kind = str(schema.get("type", "")).lower() if isinstance(schema, dict) else ""
-    if kind == "object":
-        return {k: sample(v, prompt) for k, v in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [sample(schema.get("items") or {}, prompt)]
-    if kind in ("number", "integer"):
-        return 21
-    if kind == "boolean":
-        return True
-    if isinstance(schema, dict) and schema.get("enum"):
-        return schema["enum"][0]
-    words = re.findall(r"[\w'-]+", prompt)
-    return words[-1].strip("?!.") if words else "value"
 
 
 def _declarations(body: JSON) -> list[JSON]:

@@ -7,6 +7,7 @@ starts with "call:"; `json_schema` output is an object that fits the schema's pr
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Any, Iterator
 
@@ -35,19 +36,22 @@ def prompt_tokens(messages: list[JSON]) -> int:
     return max(1, chars // 4) + 3 * len(messages)
 
 
-def _sample(schema: JSON, text: str) -> Any:
-    kind = schema.get("type")
+def sample(schema: Any, prompt: str) -> Any:
+    """A value that fits a JSON schema (any casing of `type`, as Gemini's upper-case names):
+    numbers 21, booleans true, the first enum value, else the prompt's last word."""
+    kind = str(schema.get("type", "")).lower() if isinstance(schema, dict) else ""
     if kind == "object":
-        return {k: _sample(v, text) for k, v in (schema.get("properties") or {}).items()}
+        return {k: sample(v, prompt) for k, v in (schema.get("properties") or {}).items()}
     if kind == "array":
-        return [_sample(schema.get("items") or {}, text)]
+        return [sample(schema.get("items") or {}, prompt)]
     if kind in ("number", "integer"):
-        return 1
+        return 21
     if kind == "boolean":
         return True
-    if "enum" in schema:
+    if isinstance(schema, dict) and schema.get("enum"):
         return schema["enum"][0]
-    return text or "mock"
+    words = re.findall(r"[\w'-]+", prompt)
+    return words[-1].strip("?!.") if words else "value"
 
 
 def _tool_call(body: JSON, text: str) -> JSON | None:
@@ -75,7 +79,7 @@ def reply_for(body: JSON) -> tuple[str | None, JSON | None]:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {}
-        return dumps(_sample(schema, text)).decode(), None
+        return dumps(sample(schema, text)).decode(), None
     if fmt.get("type") == "json_object":
         return dumps({"echo": text}).decode(), None
     return text or DEFAULT_REPLY, None
