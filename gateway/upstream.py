@@ -120,11 +120,15 @@ class Upstream:
         self._sessions.clear()
 
     def update(self, providers: Mapping[str, ProviderSpec]) -> list[aiohttp.ClientSession]:
-        """Hot reload: keep sessions of unchanged providers; return retired ones to close later."""
-        retired = [s for n, s in self._sessions.items()
-                   if n not in providers or providers[n] != self._providers.get(n)]
-        self._sessions = {n: s for n, s in self._sessions.items()
-                          if n in providers and providers[n] == self._providers.get(n)}
+        """Hot reload: keep the pooled connections of providers whose endpoint is unchanged (a
+        new key or header is sent per request); return retired sessions to close later."""
+        def same(name: str) -> bool:
+            old, new = self._providers.get(name), providers.get(name)
+            return old is not None and new is not None and \
+                (old.base_url, old.adapter) == (new.base_url, new.adapter)
+
+        retired = [s for n, s in self._sessions.items() if not same(n)]
+        self._sessions = {n: s for n, s in self._sessions.items() if same(n)}
         self._providers = dict(providers)
         return retired
 
