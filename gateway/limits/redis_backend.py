@@ -20,8 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
 from gateway.limits.background import BackgroundTasks
 from gateway.limits.connection import RedisClient, connect
+from gateway.limits.fastredis import FastRedis, fast_target
 from gateway.limits.scripts import ScriptSources
 from gateway.limits.spec import (
     Decision, LimitCheck, QuotaCheck, QuotaSlot, QuotaUsage, Reservation, Window, active_limits,
@@ -63,8 +67,9 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, client: RedisClient, *, cluster: bool = False, prefix: str = "my",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, fast: FastRedis | None = None) -> None:
         self.client = client
+        self.fast = fast  # lean pipelined EVALSHA for acquire (standalone redis:// only)
         self.cluster = cluster
         self.prefix = prefix
         self._clock = clock
@@ -75,12 +80,16 @@ class RedisBackend:
         self._bg = BackgroundTasks()
         self._queue: list[tuple[list[str], list[str | int]]] = []
         self._flushing = False
+        self._pool_reset = False
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "my", clock: Clock | None = None,
                  socket_timeout_s: float = 2.0) -> "RedisBackend":
         client, cluster = connect(url, socket_timeout_s=socket_timeout_s)
-        return cls(client, cluster=cluster, prefix=prefix, clock=clock)
+        target = None if cluster else fast_target(url)
+        fast = None if target is None else FastRedis(
+            target, connect_timeout_s=socket_timeout_s, reply_timeout_s=socket_timeout_s)
+        return cls(client, cluster=cluster, prefix=prefix, clock=clock, fast=fast)
 
     async def start(self) -> None:
         """Check the connection and load the scripts (EVALSHA falls back to EVAL otherwise)."""
@@ -90,6 +99,8 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self._bg.drain()
+        if self.fast is not None:
+            await self.fast.close()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -130,8 +141,30 @@ class RedisBackend:
             nums += (_num(c.rpm), _num(c.tpm))
         for s in g.quotas:
             nums += (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))
-        raw = await self._acquire(keys=g.keys, args=[now, " ".join(nums)])
+        args = [now, " ".join(nums)]
+        if self.fast is None:
+            raw = await self._acquire(keys=g.keys, args=args)
+        else:
+            raw = await self._fast_acquire(self.fast, g.keys, args)
         return [int(x) for x in raw.split()]
+
+    async def _fast_acquire(self, fast: FastRedis, keys: list[str], args: list[str]) -> Any:
+        try:
+            return await fast.evalsha(self._acquire.sha, keys, args)
+        except NoScriptError:  # redis-py's Script loads it and runs it (once)
+            return await self._acquire(keys=keys, args=args)
+        except RedisConnectionError:
+            # the server went away: redis-py's idle pooled connections are dead too; drop them
+            # so its next command (the failover probe) reconnects instead of failing once
+            if not self._pool_reset:
+                self._pool_reset = True
+                try:
+                    await self.client.connection_pool.disconnect(inuse_connections=False)
+                except (RedisError, OSError):
+                    pass  # closing dead sockets: nothing to do about a failure here
+                finally:
+                    self._pool_reset = False
+            raise
 
     async def acquire(
         self, checks: Sequence[LimitCheck], estimate_tokens: int,

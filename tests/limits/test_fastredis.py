@@ -1,0 +1,200 @@
+"""The pipelined EVALSHA fast path (gateway.limits.fastredis) against a real redis-server:
+same answers as redis-py, FIFO order under concurrency and cancellation, outages, NOSCRIPT."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from gateway.limits.fastredis import FastRedis, FastTarget, fast_target
+from gateway.limits.redis_backend import RedisBackend
+from gateway.limits.spec import Decision, LimitCheck, QuotaCheck
+from tests.limits.conftest import T0
+from tests.redis_fixture import RedisServer
+
+Pair = tuple[RedisBackend, RedisBackend]
+
+
+def shape(d: Decision) -> tuple[Any, ...]:
+    """What a caller sees of a decision (the reservation's keys differ by prefix)."""
+    return (d.ok, d.refused_scope, d.refused_ident, d.quota_exceeded, d.retry_after_s,
+            d.requests, d.tokens)
+
+
+@pytest.fixture
+async def pair(redis_url: str) -> AsyncIterator[Pair]:
+    """A backend on the fast path and one on redis-py only, on separate key prefixes."""
+    fast = RedisBackend.from_url(redis_url, prefix="f", clock=lambda: T0)
+    slow = RedisBackend.from_url(redis_url, prefix="s", clock=lambda: T0)
+    slow.fast = None
+    assert fast.fast is not None
+    for b in (fast, slow):
+        await b.start()
+    yield fast, slow
+    for b in (fast, slow):
+        await b.close()
+
+
+def call(i: int) -> tuple[list[LimitCheck], int]:
+    """Call i: four scopes, the key's rpm i+1 so every reply is distinct."""
+    return ([LimitCheck("key", f"k{i}", i + 1, 10_000 + i), LimitCheck("team", f"t{i}", 500, None),
+             LimitCheck("model", f"m{i}", None, 50_000), LimitCheck("provider", f"p{i}", 900, None)],
+            i % 17)
+
+
+def test_fast_target_only_for_plain_standalone_urls() -> None:
+    t = fast_target("redis://:s%40cret@10.0.0.5:6380/3")
+    assert t == FastTarget("10.0.0.5", 6380, 3, None, "s@cret")
+    assert "cret" not in repr(t)
+    assert fast_target("redis://user:pw@h") == FastTarget("h", 6379, 0, "user", "pw")
+    assert fast_target("redis://h:1?db=4") == FastTarget("h", 1, 4)
+    for url in ("rediss://h:1/0", "redis://h:1/0?cluster=1", "redis+cluster://h:1/0",
+                "rediss+cluster://h:1", "unix:///tmp/r.sock"):
+        assert fast_target(url) is None, url
+    assert RedisBackend.from_url("rediss://127.0.0.1:1/0").fast is None
+    assert RedisBackend.from_url("redis://127.0.0.1:1/0?cluster=1").fast is None
+
+
+async def test_same_decisions_as_redis_py(pair: Pair) -> None:
+    fast, slow = pair
+    seq: list[tuple[list[LimitCheck], int, list[QuotaCheck]]] = [
+        ([LimitCheck("key", "a", 2, 100)], 40, []),
+        ([LimitCheck("key", "a", 2, 100), LimitCheck("team", "t", 5, None)], 40, []),
+        ([LimitCheck("key", "a", 2, 100)], 40, []),  # refused: rpm spent
+        ([LimitCheck("key", "b", None, 100)], 60, []),
+        ([LimitCheck("key", "b", None, 100)], 60, []),  # refused: tpm
+        ([LimitCheck("key", "c", 10, None)], 1, [QuotaCheck("key", "c", tokens=5, period="day")]),
+    ]
+    seen = []
+    for checks, est, quotas in seq:
+        a = await fast.acquire(checks, est, quotas)
+        b = await slow.acquire(checks, est, quotas)
+        assert shape(a) == shape(b)
+        seen.append(a.ok)
+    assert seen == [True, True, False, True, False, True]
+
+
+async def test_200_concurrent_calls_resolve_in_order(pair: Pair) -> None:
+    fast, slow = pair
+    got = await asyncio.gather(*(fast.acquire(*call(i)) for i in range(200)))
+    for i, d in enumerate(got):
+        want = await slow.acquire(*call(i))
+        assert shape(d) == shape(want), i
+        assert d.requests is not None and d.requests.limit == min(i + 1, 500)
+    # the raw replies too: one connection, 200 pipelined EVALSHAs
+    assert fast.fast is not None
+    sha = fast._acquire.sha
+    raw = await asyncio.gather(*(fast.fast.evalsha(sha, [f"x{i}"], ["", f"1 0 0 {i + 1} -1"])
+                                 for i in range(200)))
+    for i, r in enumerate(raw):
+        assert r == await slow._acquire(keys=[f"y{i}"], args=["", f"1 0 0 {i + 1} -1"])
+        assert r.split()[3:5] == [str(i + 1).encode(), str(i).encode()]
+
+
+async def pending_count(fr: FastRedis) -> int:
+    return len(fr._proto.pending) if fr._proto is not None else 0
+
+
+async def wait_until(cond: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(5):
+        while not await cond():
+            await asyncio.sleep(0)
+
+
+async def test_cancelled_call_does_not_shift_replies(pair: Pair) -> None:
+    fast, slow = pair
+    assert fast.fast is not None
+    await fast.acquire(*call(99))  # connected
+    tasks = [asyncio.create_task(fast.acquire(*call(i))) for i in range(3)]
+
+    async def all_sent() -> bool:
+        return await pending_count(fast.fast) == 3  # type: ignore[arg-type]
+    await wait_until(all_sent)
+    assert not any(t.done() for t in tasks)
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    for i in (0, 2):
+        assert shape(await tasks[i]) == shape(await slow.acquire(*call(i)))
+    assert shape(await fast.acquire(*call(3))) == shape(await slow.acquire(*call(3)))
+    assert await pending_count(fast.fast) == 0
+    # the cancelled call did reach Redis: its key is consumed on both sides alike
+    assert shape(await fast.acquire(*call(1))) == shape(
+        await slow.acquire(*call(1)) and await slow.acquire(*call(1)))
+
+
+async def test_server_restart_fails_pending_calls_then_reconnects(own_redis: RedisServer) -> None:
+    b = RedisBackend.from_url(own_redis.url, clock=lambda: T0)
+    admin = Redis.from_url(own_redis.url)
+    await b.start()
+    try:
+        assert b.fast is not None
+        assert (await b.acquire(*call(0))).ok
+        await admin.execute_command("CLIENT", "PAUSE", "10000", "ALL")  # hold the replies
+        tasks = [asyncio.create_task(b.acquire(*call(i))) for i in range(1, 21)]
+
+        async def all_sent() -> bool:
+            return await pending_count(b.fast) == 20  # type: ignore[arg-type]
+        await wait_until(all_sent)
+        own_redis.stop()
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, RedisConnectionError) for r in res), res
+        with pytest.raises(RedisConnectionError):
+            await b.acquire(*call(0))  # down: connection refused
+        own_redis.start()  # a fresh server: empty, no scripts (NOSCRIPT -> redis-py loads it)
+        # redis-py's idle pooled connection died too: the fast path's failure dropped it, so
+        # the failover probe's PING succeeds at once instead of failing once on a dead socket
+        assert await b.ping()
+        d = await b.acquire(*call(5))
+        assert d.ok and d.requests is not None and d.requests.remaining == 5
+        d = await b.acquire(*call(5))
+        assert d.requests is not None and d.requests.remaining == 4
+        assert await pending_count(b.fast) == 0
+        assert b.fast._proto is not None and not b.fast._proto.closed  # reconnected
+    finally:
+        await admin.aclose()
+        await b.close()
+
+
+async def test_noscript_recovers_and_error_replies_raise(pair: Pair, redis_url: str) -> None:
+    fast, slow = pair
+    assert fast.fast is not None
+    assert (await fast.acquire(*call(0))).ok
+    admin = Redis.from_url(redis_url)
+    try:
+        await admin.script_flush()
+        with pytest.raises(NoScriptError):
+            await fast.fast.evalsha(fast._acquire.sha, ["z"], ["", "1 0 0 5 -1"])
+        d = await fast.acquire(*call(0))  # falls back to redis-py, which loads the script
+        assert shape(d) == shape(await slow.acquire(*call(0)) and await slow.acquire(*call(0)))
+        assert (await fast.acquire(*call(1))).ok  # and the fast path works again
+        boom = await admin.script_load("return redis.error_reply('boom here')")
+        with pytest.raises(ResponseError, match="boom here"):
+            await fast.fast.evalsha(boom, [], [])
+        assert await fast.fast.evalsha(fast._acquire.sha, ["z2"], ["", "1 0 0 5 -1"]) \
+            == await slow._acquire(keys=["z3"], args=["", "1 0 0 5 -1"])
+    finally:
+        await admin.aclose()
+
+
+async def test_auth_and_db_from_the_url(own_redis: RedisServer) -> None:
+    own_redis.cli("CONFIG", "SET", "requirepass", "pa:ss")
+    url = f"redis://:pa%3Ass@127.0.0.1:{own_redis.port}/3"
+    b = RedisBackend.from_url(url, prefix="au", clock=lambda: T0)
+    db3 = Redis.from_url(url)
+    try:
+        await b.start()
+        assert b.fast is not None and b.fast.target.db == 3
+        assert (await b.acquire([LimitCheck("key", "a", 3, None)], 0)).ok
+        assert await db3.keys("au:*") == [b"au:rl:{k:a}:key:a"]
+        wrong = FastRedis(FastTarget("127.0.0.1", own_redis.port, 0, None, "nope"))
+        with pytest.raises(ResponseError):
+            await wrong.evalsha(b._acquire.sha, [], [])
+        await wrong.close()
+    finally:
+        await db3.aclose()
+        await b.close()
