@@ -267,13 +267,30 @@ class RedisBackend:
             await asyncio.sleep(0)  # let the rest of this tick's requests queue theirs
             while self._queue:
                 batch, self._queue = self._queue, []
-                pipe = self.client.pipeline(transaction=False)
-                for keys, args in batch:
-                    await self._reconcile(keys=keys, args=args, client=pipe)
                 async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                    if self.fast is not None:
+                        batch = await self._fast_settle(self.fast, batch)
+                        if not batch:
+                            continue
+                    pipe = self.client.pipeline(transaction=False)
+                    for keys, args in batch:
+                        await self._reconcile(keys=keys, args=args, client=pipe)
                     await pipe.execute()
         finally:
             self._flushing = False
+
+    async def _fast_settle(self, fast: FastRedis, batch: list[Any]) -> list[Any]:
+        """The batch through the pipelined connection (requests in flight together). Returns
+        the settles the server did not run for want of the script (redis-py loads it)."""
+        sha = self._reconcile.sha
+        replies = await asyncio.gather(*(fast.evalsha(sha, keys, args) for keys, args in batch),
+                                       return_exceptions=True)
+        missing = [item for item, r in zip(batch, replies) if isinstance(r, NoScriptError)]
+        failed = [r for r in replies if isinstance(r, BaseException)
+                  and not isinstance(r, NoScriptError)]
+        if failed:
+            raise failed[0]
+        return missing
 
     async def release(self, reservation: Reservation) -> None:
         if reservation.settled:

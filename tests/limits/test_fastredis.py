@@ -198,3 +198,25 @@ async def test_auth_and_db_from_the_url(own_redis: RedisServer) -> None:
     finally:
         await db3.aclose()
         await b.close()
+
+
+async def test_reconciles_go_through_the_fast_path_and_survive_noscript(pair: Pair,
+                                                                       redis_url: str) -> None:
+    fast, slow = pair
+    for flush_first in (False, True):  # the second round runs after SCRIPT FLUSH
+        if flush_first:
+            admin = Redis.from_url(redis_url)
+            await admin.script_flush()
+            await admin.aclose()
+        results = []
+        for b in (fast, slow):
+            checks = [LimitCheck("key", f"rk{flush_first}", None, 10_000)]
+            ds = [await b.acquire(checks, 500) for _ in range(6)]
+            for d in ds:
+                assert d.reservation is not None
+                b.reconcile_soon(d.reservation, 100)
+            await b._bg.drain()
+            after = await b.acquire(checks, 0)
+            assert after.tokens is not None
+            results.append(after.tokens.remaining)
+        assert results[0] == results[1] == 10_000 - 6 * 100  # every estimate refunded but 100
