@@ -93,8 +93,8 @@ def served_by(port: int, pids: list[int]) -> int:
     raise AssertionError("no worker holds the connection")
 
 
-async def test_two_workers_both_serve_and_stop_on_sigterm(
-        spawn: Callable[..., Gateway], redis_url: str) -> None:
+async def two_workers(spawn: Callable[..., Gateway], redis_url: str) -> tuple[Gateway, int]:
+    """A `serve --workers 2` supervisor on a free port, with both workers up."""
     port = free_port()
     gw = spawn(mock_config(port, redis_url=redis_url), port, args=("--workers", "2"))
     await gw.wait_ready()
@@ -103,6 +103,12 @@ async def test_two_workers_both_serve_and_stop_on_sigterm(
         return len(workers_of(gw.pid)) == 2
 
     await until(both_up, 10, "two workers")
+    return gw, port
+
+
+async def test_two_workers_both_serve_and_stop_on_sigterm(
+        spawn: Callable[..., Gateway], redis_url: str) -> None:
+    gw, port = await two_workers(spawn, redis_url)
     pids = workers_of(gw.pid)
     seen: set[int] = set()
 
@@ -133,14 +139,7 @@ async def test_two_workers_both_serve_and_stop_on_sigterm(
 
 async def test_a_crashed_worker_stops_the_set_with_exit_1(
         spawn: Callable[..., Gateway], redis_url: str) -> None:
-    port = free_port()
-    gw = spawn(mock_config(port, redis_url=redis_url), port, args=("--workers", "2"))
-    await gw.wait_ready()
-
-    async def both_up() -> bool:
-        return len(workers_of(gw.pid)) == 2
-
-    await until(both_up, 10, "two workers")
+    gw, port = await two_workers(spawn, redis_url)
     first, second = workers_of(gw.pid)
     os.kill(first, signal.SIGKILL)
     assert await gw.wait_exit(15) == 1
