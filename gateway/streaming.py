@@ -79,15 +79,8 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
                     on_first()
                     on_first = None
                 yield frame
-        while True:
-            try:
-                async with asyncio.timeout(idle_s):
-                    data = await chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise UpstreamTimeout(f"the upstream stream stalled for more than {idle_s:g}s "
-                                      f"(timeouts.idle_s)", provider=rec.provider) from None
+        start.response.idle(idle_s)  # the response raises UpstreamTimeout on a longer stall
+        async for data in chunks:
             for sse in reader.feed(data):
                 for ev in decoder.feed(sse):
                     frame = enc.encode(ev)
