@@ -71,6 +71,7 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
     """
     reader, decoder, chunks = start.reader, start.decoder, start.chunks
     completed = False
+    pending = b""
     try:
         for ev in start.first:
             frame = enc.encode(ev)
@@ -85,7 +86,10 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
                 for ev in decoder.feed(sse):
                     frame = enc.encode(ev)
                     if frame is not None:
-                        yield frame
+                        pending += frame
+            if pending:  # the events of one upstream read leave in one write
+                yield pending
+                pending = b""
         tail = [e for sse in reader.close() for e in decoder.feed(sse)] + decoder.close()
         for ev in tail:
             frame = enc.encode(ev)
@@ -100,7 +104,7 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
             rec.error_type = exc.code or "upstream_error"
         log.warning("stream ended by an upstream failure after the first byte",
                     extra={"provider": rec.provider, "error": rec.error_type})
-        yield error_frame(exc)
+        yield pending + error_frame(exc)
     except (GeneratorExit, asyncio.CancelledError):
         if not completed:
             rec.cut = "client_disconnected"
@@ -108,7 +112,7 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
     except Exception:
         log.exception("stream relay failed", extra={"provider": rec.provider})
         rec.cut, rec.error_type = "upstream_cut", "internal_error"
-        yield error_frame(UpstreamProtocolError(
+        yield pending + error_frame(UpstreamProtocolError(
             "the gateway could not relay the rest of the upstream stream",
             code="internal_error"))
     finally:
