@@ -174,3 +174,18 @@ async def test_port_in_use_exits_1_with_a_clear_log_line(spawn: Callable[..., Ga
         assert await gw.wait_exit(15) == 1
     line = await gw.wait_log(lambda r: r["msg"].startswith("cannot listen"), 1)
     assert "address already in use" in line["msg"] and line["port"] == port
+
+
+def test_gc_is_tuned_once_ready() -> None:
+    import gc
+
+    from gateway.serve import GC_GEN0_THRESHOLD, _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_freeze_count() > 1000  # the start-up objects are out of the collector's way
+        assert gc.get_threshold() == (max(before[0], GC_GEN0_THRESHOLD), before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
