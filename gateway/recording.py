@@ -16,6 +16,7 @@ from typing import Any
 from gateway.accounting.cost import cost_usd
 from gateway.accounting.record import UsageRecord
 from gateway.errors import GatewayError, RateLimited, QuotaExceeded
+from gateway.logs import AccessWriter
 from gateway.types import Usage
 
 access_log = logging.getLogger("modelyard.access")
@@ -70,6 +71,7 @@ class Recorder:
         self.trace_ttl_s = trace_ttl_s
         self.access = access
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._access_line = AccessWriter(access_log)
 
     def dispatching(self, st: RecState) -> None:
         """The request is about to reach upstream: count it in flight."""
@@ -174,7 +176,7 @@ class Recorder:
             "cost_usd": round(r.cost_usd, 8), "latency_ms": round(r.latency_ms, 2),
             "attempts": r.attempts, "fallback": r.fallback or None, "error": r.error_type or None,
             "cut": r.cut or None}
-        access_log.info("request", extra={"access": fields})
+        self._access_line.write(fields)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
