@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict, deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -22,6 +22,7 @@ DIMENSIONS = ("key", "team", "model", "provider", "user")
 METRICS = ("requests", "errors", "unpriced", "prompt_tokens", "completion_tokens",
            "cached_tokens", "reasoning_tokens", "cost_usd")
 Cell = tuple[str, str, str, str, str]  # key, team, model, provider, user
+SECONDS_PER_DAY = 86_400
 
 
 def _int(raw: Any) -> int:
@@ -58,8 +59,27 @@ class Totals:
         return t
 
     def add(self, other: "Totals") -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.requests += other.requests
+        self.errors += other.errors
+        self.unpriced += other.unpriced
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.cost_usd += other.cost_usd
+
+    def count(self, r: UsageRecord) -> None:
+        """Add one record (what `add(Totals.of_record(r))` does, without the copy)."""
+        self.requests += 1
+        if r.status >= 400:
+            self.errors += 1
+        if not r.priced:
+            self.unpriced += 1
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cached_tokens += r.cached_tokens
+        self.reasoning_tokens += r.reasoning_tokens
+        self.cost_usd += r.cost_usd
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +132,24 @@ def day_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
 
 
+class UtcDays:
+    """`day_of` with the current day remembered: records of the same UTC day (nearly all of a
+    batch) cost two comparisons instead of a datetime and a strftime each."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float, str] = (0.0, 0.0, "")  # [lo, hi) -> day, one tuple
+
+    def __call__(self, ts: float) -> str:
+        lo, hi, day = self._last
+        if lo <= ts < hi:
+            return day
+        day = day_of(ts)
+        start = (ts // SECONDS_PER_DAY) * SECONDS_PER_DAY
+        if day_of(start + 0.5) == day:  # a millisecond margin: rounding never crosses midnight
+            self._last = (start + 0.001, start + SECONDS_PER_DAY - 0.001, day)
+        return day
+
+
 def cell_of(r: UsageRecord) -> Cell:
     return (r.key_id, r.team, r.model, r.provider, r.user)
 
@@ -140,6 +178,7 @@ class MemoryUsageStore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._max_seen = max_seen
         self._recent: deque[UsageRecord] = deque(maxlen=max_recent)
+        self._day = UtcDays()
 
     def _first_time(self, r: UsageRecord) -> bool:
         ident = dedup_id(r)
@@ -154,12 +193,23 @@ class MemoryUsageStore:
         """Count one record (synchronously); False when its request id was already counted."""
         if not self._first_time(r):
             return False
-        day = day_of(r.ts)
-        t = Totals.of_record(r)
-        self._days.setdefault(day, {}).setdefault(cell_of(r), Totals()).add(t)
-        per_key = self._keys.setdefault(r.key_id, {})
+        day = self._day(r.ts)
+        cells = self._days.get(day)
+        if cells is None:
+            cells = self._days[day] = {}
+        cell = (r.key_id, r.team, r.model, r.provider, r.user)
+        totals = cells.get(cell)
+        if totals is None:
+            totals = cells[cell] = Totals()
+        totals.count(r)
+        per_key = self._keys.get(r.key_id)
+        if per_key is None:
+            per_key = self._keys[r.key_id] = {}
         for bucket in key_buckets(day):
-            per_key.setdefault(bucket, Totals()).add(t)
+            totals = per_key.get(bucket)
+            if totals is None:
+                totals = per_key[bucket] = Totals()
+            totals.count(r)
         self._recent.append(r)
         return True
 

@@ -51,12 +51,13 @@ class _Lane:
         return len(self.buffer) + self.inflight
 
     def offer(self, record: UsageRecord) -> bool:
-        if self.pending >= self.sink.max_buffer:
-            if self.sink.drop_policy == "newest" or not self.buffer:
+        buffer = self.buffer
+        if len(buffer) + self.inflight >= self.sink.max_buffer:
+            if self.sink.drop_policy == "newest" or not buffer:
                 return False
-            self.buffer.popleft()
+            buffer.popleft()
             self.sink._count_drop(1)
-        self.buffer.append(record)
+        buffer.append(record)
         self.idle.clear()
         self.wake.set()
         return True
@@ -190,14 +191,19 @@ class UsageSink:
                         record.request_id)
             self._count_drop(1)
             return False
-        taken = [lane.offer(record) for lane in self._lanes]
-        if not all(taken):
-            self._count_drop(taken.count(False))
-        if any(taken):
-            self._seen[ident] = None
-            if len(self._seen) > self._max_seen:
-                self._seen.popitem(last=False)
-        return any(taken)
+        lanes = self._lanes
+        taken = 0
+        for lane in lanes:
+            taken += lane.offer(record)
+        if taken < len(lanes):
+            self._count_drop(len(lanes) - taken)
+        if not taken:
+            return False
+        seen = self._seen
+        seen[ident] = None
+        if len(seen) > self._max_seen:
+            seen.popitem(last=False)
+        return True
 
     def _count_drop(self, n: int) -> None:
         self.dropped += n
