@@ -84,6 +84,25 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+class _Finished:
+    """The children one finished-request label combination (model, provider, status, team)
+    touches. Each is created on first use, as `request_done`/`ttft`/`tokens` create theirs: a
+    series that was never observed is never exported."""
+
+    __slots__ = ("requests", "duration", "overhead", "ttft", "tokens", "cost")
+
+    def __init__(self, requests: Any) -> None:
+        self.requests = requests
+        self.duration: Any = None
+        self.overhead: Any = None
+        self.ttft: Any = None
+        self.tokens: list[Any] = [None, None, None, None]  # prompt, completion, cached, reasoning
+        self.cost: Any = None
+
+
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+
+
 class Metrics:
     """Per-app label policy plus cached children (label lookups are the costly part)."""
 
@@ -92,6 +111,7 @@ class Metrics:
         self.max_models = max_models
         self._models: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._finished: dict[tuple[str, str, int, str], _Finished] = {}
 
     def configure(self, teams: Iterable[str], max_models: int) -> None:
         """A reloaded config's label policy (teams added by the reload get their own label)."""
@@ -126,6 +146,47 @@ class Metrics:
             self._child(DURATION, model, provider).observe(duration_s)
         if overhead_s is not None:
             self._child(OVERHEAD, model).observe(max(overhead_s, 0.0))
+
+    def finished(self, model: str, provider: str, status: int, team: str, duration_s: float,
+                 overhead_s: float | None, ttft_s: float | None,
+                 tokens: tuple[int, int, int, int], cost_usd: float) -> None:
+        """One finished request, in one call: what `request_done`, then `ttft` when `ttft_s` is
+        not None, then `tokens` when prompt + completion > 0 record (`tokens` = prompt,
+        completion, cached, reasoning), with the children of the combination looked up once."""
+        key = (model, provider, status, team)
+        f = self._finished.get(key)
+        if f is None:
+            f = self._finished[key] = _Finished(self._child(REQUESTS, model, provider, str(status)))
+        f.requests.inc()
+        if provider != "none":
+            if f.duration is None:
+                f.duration = self._child(DURATION, model, provider)
+            f.duration.observe(duration_s)
+        if overhead_s is not None:
+            if f.overhead is None:
+                f.overhead = self._child(OVERHEAD, model)
+            f.overhead.observe(max(overhead_s, 0.0))
+        if ttft_s is not None:
+            if f.ttft is None:
+                f.ttft = self._child(TTFT, model, provider)
+            f.ttft.observe(ttft_s)
+        if tokens[0] + tokens[1]:
+            self._count_tokens(f, model, provider, team, tokens, cost_usd)
+
+    def _count_tokens(self, f: _Finished, model: str, provider: str, team: str,
+                      tokens: tuple[int, int, int, int], cost_usd: float) -> None:
+        children = f.tokens
+        for i, n in enumerate(tokens):
+            if n:
+                child = children[i]
+                if child is None:
+                    child = children[i] = self._child(TOKENS, model, provider, team,
+                                                      TOKEN_KINDS[i])
+                child.inc(n)
+        if cost_usd:
+            if f.cost is None:
+                f.cost = self._child(COST, model, team)
+            f.cost.inc(cost_usd)
 
     def ttft(self, model: str, provider: str, seconds: float) -> None:
         self._child(TTFT, model, provider).observe(seconds)

@@ -139,13 +139,11 @@ class Recorder:
         if st.t_dispatch and st.t_answered:
             end = st.t_encoded or st.t_first_byte or st.t_answered
             overhead = (st.t_dispatch - st.ctx.t0) + (end - st.t_answered)
-        m.request_done(model, provider, r.status, now - st.ctx.t0, overhead)
-        if r.ttft_ms is not None and r.provider:
-            m.ttft(model, provider, r.ttft_ms / 1000)
+        ttft = r.ttft_ms / 1000 if r.ttft_ms is not None and r.provider else None
         team = m.team_label(r.team)
-        if r.total_tokens:
-            m.tokens(model, provider, team, r.prompt_tokens, r.completion_tokens, r.cached_tokens,
-                     r.reasoning_tokens, r.cost_usd)
+        m.finished(model, provider, r.status, team, now - st.ctx.t0, overhead, ttft,
+                   (r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens),
+                   r.cost_usd)
         if r.status == 429 and not r.provider:
             scope = r.extra.get("limit_scope", "key")
             m.rate_limited(scope, team)
