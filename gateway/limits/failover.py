@@ -107,12 +107,17 @@ class FailoverBackend:
             await asyncio.sleep(self.probe_interval_s)
             await self.probe()
 
-    async def _redis(self, call: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
+    async def _redis(self, call: Callable[[], Awaitable[T]], budget: float | None = None,
+                     bounded: bool = False) -> T:
+        """`bounded`: the call enforces the budget itself (raising TimeoutError)."""
         if not self.up:
             raise RedisDown()
         try:
-            async with asyncio.timeout(budget or self.budget_s):
+            if bounded:
                 result = await call()
+            else:
+                async with asyncio.timeout(budget or self.budget_s):
+                    result = await call()
         except asyncio.TimeoutError as err:
             # one slow answer (a busy event loop, a GC pause) serves this request from the
             # fallback; only SLOW_LIMIT in a row mean Redis is down
@@ -149,8 +154,12 @@ class FailoverBackend:
 
     async def acquire(self, checks: Sequence[LimitCheck], estimate_tokens: int,
                       quotas: Sequence[QuotaCheck] = ()) -> Decision:
+        primary = self.primary
         try:
-            return await self._redis(lambda: self.primary.acquire(checks, estimate_tokens, quotas))
+            if primary.bounds_itself:  # the pipelined connection's watchdog holds the budget
+                return await self._redis(lambda: primary.acquire(
+                    checks, estimate_tokens, quotas, timeout_s=self.budget_s), bounded=True)
+            return await self._redis(lambda: primary.acquire(checks, estimate_tokens, quotas))
         except RedisDown:
             if self.mode == "closed":
                 raise self._refuse() from None

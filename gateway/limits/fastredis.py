@@ -77,20 +77,51 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._reader = hiredis.Reader()
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        # (future, sent at, deadline or 0.0), in send order: replies come back in this order
+        self.pending: deque[tuple[asyncio.Future[Any], float, float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._watch: asyncio.TimerHandle | None = None  # one timer for every pending deadline
+        self._watch_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
+    def send(self, packed: bytes, timeout_s: float = 0.0) -> asyncio.Future[Any]:
+        """Write one command; its future fails with `TimeoutError` after `timeout_s` (0: never)
+        without a timer of its own: one watchdog serves every pending deadline."""
         if self.closed or self.transport is None:
             raise RedisConnectionError("fast redis connection is closed")
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self.pending.append((fut, self._loop.time()))
+        now = self._loop.time()
+        deadline = now + timeout_s if timeout_s else 0.0
+        self.pending.append((fut, now, deadline))
+        if deadline and (self._watch is None or deadline < self._watch_at):
+            self._arm(deadline)
         self.transport.write(packed)
         return fut
+
+    def _arm(self, when: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch_at = when
+        self._watch = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the futures whose deadline passed (their replies are skipped when they come);
+        come back at the next deadline still pending."""
+        self._watch = None
+        now = self._loop.time()
+        nearest = 0.0
+        for fut, _, deadline in self.pending:
+            if not deadline or fut.done():
+                continue
+            if deadline <= now:
+                fut.set_exception(TimeoutError())
+            elif not nearest or deadline < nearest:
+                nearest = deadline
+        if nearest:
+            self._arm(nearest)
 
     def data_received(self, data: bytes) -> None:
         reader, pending = self._reader, self.pending
@@ -121,8 +152,11 @@ class _Protocol(asyncio.Protocol):
         self.fail_pending(exc)
 
     def fail_pending(self, exc: BaseException | None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         pending, self.pending = self.pending, deque()
-        for fut, _ in pending:
+        for fut, _, _ in pending:
             if not fut.done():
                 err = RedisConnectionError(f"redis connection lost: {exc or 'closed'}")
                 fut.set_exception(err)
@@ -142,7 +176,7 @@ class FastRedis:
 
     `reply_timeout_s`: when the oldest unanswered request is older than this, the next call
     drops the connection (its pending calls fail) and reconnects, like redis-py's socket
-    timeout. Callers bound their own wait with `asyncio.timeout`.
+    timeout. `evalsha(..., timeout_s=)` bounds one call without a timer per call.
     """
 
     def __init__(self, target: FastTarget, *, connect_timeout_s: float = 2.0,
@@ -157,17 +191,25 @@ class FastRedis:
     def __repr__(self) -> str:
         return f"FastRedis({self.target!r})"
 
-    async def evalsha(self, sha: str, keys: Sequence[str],
-                      args: Sequence[str | int | float]) -> Any:
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[str | int | float],
+                      timeout_s: float = 0.0) -> Any:
+        """Run a loaded script. `timeout_s` (0: unbounded) bounds the whole call, a reconnect
+        included, and raises `TimeoutError` when it runs out."""
         proto = self._proto
         if proto is None or proto.closed:
-            proto = await self._connection()
+            proto = await self._reconnect(timeout_s)
         elif proto.stale(asyncio.get_running_loop().time(), self.reply_timeout_s):
             log.warning("redis did not answer within %.1f s; reconnecting", self.reply_timeout_s)
             proto.abort()
-            proto = await self._connection()
-        fut = proto.send(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
-        return await fut
+            proto = await self._reconnect(timeout_s)
+        packed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        return await proto.send(packed, timeout_s)
+
+    async def _reconnect(self, timeout_s: float) -> _Protocol:
+        if not timeout_s:
+            return await self._connection()
+        async with asyncio.timeout(timeout_s):
+            return await self._connection()
 
     async def _connection(self) -> _Protocol:
         if self._closed:

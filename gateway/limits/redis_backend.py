@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
@@ -135,7 +135,8 @@ class RedisBackend:
 
     # ------------------------------------------------------------------ acquire
 
-    async def _run_acquire(self, g: _Group, now: str, est: int) -> list[int]:
+    async def _run_acquire(self, g: _Group, now: str, est: int, timeout_s: float = 0.0,
+                           ) -> list[int]:
         nums = [str(len(g.limits)), str(len(g.quotas)), str(est)]
         for c in g.limits:
             nums += (_num(c.rpm), _num(c.tpm))
@@ -143,16 +144,24 @@ class RedisBackend:
             nums += (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))
         args = [now, " ".join(nums)]
         if self.fast is None:
-            raw = await self._acquire(keys=g.keys, args=args)
+            raw = await self._bounded(self._acquire(keys=g.keys, args=args), timeout_s)
         else:
-            raw = await self._fast_acquire(self.fast, g.keys, args)
+            raw = await self._fast_acquire(self.fast, g.keys, args, timeout_s)
         return [int(x) for x in raw.split()]
 
-    async def _fast_acquire(self, fast: FastRedis, keys: list[str], args: list[str]) -> Any:
+    @staticmethod
+    async def _bounded(call: Awaitable[Any], timeout_s: float) -> Any:
+        if not timeout_s:
+            return await call
+        async with asyncio.timeout(timeout_s):
+            return await call
+
+    async def _fast_acquire(self, fast: FastRedis, keys: list[str], args: list[str],
+                            timeout_s: float = 0.0) -> Any:
         try:
-            return await fast.evalsha(self._acquire.sha, keys, args)
+            return await fast.evalsha(self._acquire.sha, keys, args, timeout_s)
         except NoScriptError:  # redis-py's Script loads it and runs it (once)
-            return await self._acquire(keys=keys, args=args)
+            return await self._bounded(self._acquire(keys=keys, args=args), timeout_s)
         except RedisConnectionError:
             # the server went away: redis-py's idle pooled connections are dead too; drop them
             # so its next command (the failover probe) reconnects instead of failing once
@@ -166,20 +175,29 @@ class RedisBackend:
                     self._pool_reset = False
             raise
 
+    @property
+    def bounds_itself(self) -> bool:
+        """`acquire(..., timeout_s=)` bounds the whole call (the pipelined connection's
+        watchdog), so callers need no `asyncio.timeout` of their own."""
+        return self.fast is not None
+
     async def acquire(
         self, checks: Sequence[LimitCheck], estimate_tokens: int,
-        quotas: Sequence[QuotaCheck] = (),
+        quotas: Sequence[QuotaCheck] = (), timeout_s: float = 0.0,
     ) -> Decision:
+        """Reserve across every scope at once. With the pipelined connection, `timeout_s`
+        (0: unbounded) bounds the call and raises `TimeoutError` when it runs out."""
         limits = active_limits(checks)
         est = max(0, int(estimate_tokens))
         slots = tuple(quota_slot(q, self._wall()) for q in quotas)
         groups = self._plan(limits, slots)
         now = self._now_arg()
         if len(groups) == 1:
-            replies = [await self._run_acquire(groups[0], now, est)]
+            replies = [await self._run_acquire(groups[0], now, est, timeout_s)]
         else:
             replies = list(await asyncio.gather(
-                *(self._run_acquire(g, now, est) for g in groups), return_exceptions=True))
+                *(self._run_acquire(g, now, est, timeout_s) for g in groups),
+                return_exceptions=True))
             failed = [r for r in replies if isinstance(r, BaseException)]
             if failed:
                 await self._undo([g for g, r in zip(groups, replies)
