@@ -159,6 +159,11 @@ def key_buckets(day: str) -> tuple[str, str, str]:
     return ("total", day[:7], day)
 
 
+def dedup_key(r: UsageRecord) -> tuple[str, str]:
+    """`dedup_id` for in-process sets: the same identity, without hashing."""
+    return (r.key_id, r.request_id)
+
+
 def dedup_id(r: UsageRecord) -> str:
     """The identity of a client request: its request id, scoped by key (ids may come from clients)."""
     raw = f"{r.key_id}\x00{r.request_id}".encode()
@@ -175,13 +180,13 @@ class MemoryUsageStore:
     def __init__(self, *, max_seen: int = 200_000, max_recent: int = 1000) -> None:
         self._days: dict[str, dict[Cell, Totals]] = {}
         self._keys: dict[str, dict[str, Totals]] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max_seen = max_seen
         self._recent: deque[UsageRecord] = deque(maxlen=max_recent)
         self._day = UtcDays()
 
     def _first_time(self, r: UsageRecord) -> bool:
-        ident = dedup_id(r)
+        ident = dedup_key(r)
         if ident in self._seen:
             return False
         self._seen[ident] = None

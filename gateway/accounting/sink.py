@@ -18,7 +18,7 @@ import random
 from collections import OrderedDict, deque
 from typing import Callable, Literal, Sequence
 
-from gateway.accounting.memory_store import UsageWriter, dedup_id
+from gateway.accounting.memory_store import UsageWriter, dedup_key
 from gateway.accounting.record import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class UsageSink:
         self.duplicates = 0
         self.closing = False
         self.give_up = False
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max_seen = max_seen
         self._lanes: list[_Lane] = []
 
@@ -182,7 +182,7 @@ class UsageSink:
             return False
 
     def _submit(self, record: UsageRecord) -> bool:
-        ident = dedup_id(record)
+        ident = dedup_key(record)
         if ident in self._seen:
             self.duplicates += 1
             return False
