@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from gateway.config.schema import Limits, Quota, TeamConfig
 from gateway.errors import ServiceUnavailable, UpstreamRateLimited
 from gateway.limits import LimitCheck, QuotaCheck
+from gateway.limits.spec import ratelimit_headers
 from gateway.metrics import REDIS_LATENCY
 from gateway.types import Target
 
@@ -41,36 +42,83 @@ def _quota(scope: str, ident: str, q: Quota | None) -> QuotaCheck | None:
     return QuotaCheck(scope, ident, q.tokens, q.usd, q.period)
 
 
+_MEMO_MAX = 4096  # principals and routes whose checks are remembered (per config generation)
+
+
 class Limiter:
+    """Builds each request's checks from the principal and the route. Both are immutable for a
+    config generation (a dynamic key's `Principal` is rebuilt when its record changes), so their
+    checks are built once and remembered by identity; a new `teams` mapping (a reload) forgets
+    them."""
+
     def __init__(self, backend: Any, teams: Mapping[str, TeamConfig]) -> None:
         self.backend = backend
-        self.teams = teams
+        self._teams = teams
+        # id(obj) -> (obj, checks): the object is held, so its id cannot be reused meanwhile
+        self._principals: dict[int, tuple[Any, tuple[LimitCheck, ...], list[QuotaCheck]]] = {}
+        self._routes: dict[int, tuple[Any, tuple[LimitCheck, ...]]] = {}
         self.timed = getattr(backend, "name", "") != "memory"
+
+    @property
+    def teams(self) -> Mapping[str, TeamConfig]:
+        return self._teams
+
+    @teams.setter
+    def teams(self, teams: Mapping[str, TeamConfig]) -> None:
+        self._teams = teams
+        self._principals.clear()
+        self._routes.clear()
 
     def quota_checks(self, principal: Any) -> list[QuotaCheck]:
         out = [_quota("key", principal.key_id, principal.quota)]
-        team = self.teams.get(principal.team) if principal.team else None
+        team = self._teams.get(principal.team) if principal.team else None
         if team is not None:
             out.append(_quota("team", principal.team, team.quota))
         return [q for q in out if q is not None]
 
-    async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
+    def _principal_checks(self, principal: Any) -> tuple[tuple[LimitCheck, ...], list[QuotaCheck]]:
+        hit = self._principals.get(id(principal))
+        if hit is not None and hit[0] is principal:
+            return hit[1], hit[2]
         checks = [_limit("key", principal.key_id, principal.limits)]
-        team = self.teams.get(principal.team) if principal.team else None
+        team = self._teams.get(principal.team) if principal.team else None
         if team is not None:
             checks.append(_limit("team", principal.team, team.limits))
-        checks.append(_limit("model", route.id, route.limits))
-        active = [c for c in checks if c is not None]
+        active = tuple(c for c in checks if c is not None)
         quotas = self.quota_checks(principal)
+        if len(self._principals) >= _MEMO_MAX:
+            self._principals.clear()
+        self._principals[id(principal)] = (principal, active, quotas)
+        return active, quotas
+
+    def _route_checks(self, route: Any) -> tuple[LimitCheck, ...]:
+        hit = self._routes.get(id(route))
+        if hit is not None and hit[0] is route:
+            return hit[1]
+        check = _limit("model", route.id, route.limits)
+        checks = (check,) if check is not None else ()
+        if len(self._routes) >= _MEMO_MAX:
+            self._routes.clear()
+        self._routes[id(route)] = (route, checks)
+        return checks
+
+    async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
+        active, quotas = self._principal_checks(principal)
+        by_route = self._route_checks(route)
+        if by_route:
+            active = active + by_route
         if not active and not quotas:
             self._closed_check()
             return NO_LIMITS
-        t0 = time.perf_counter()
-        decision = await self.backend.acquire(active, estimate, quotas)
         if self.timed:
+            t0 = time.perf_counter()
+            decision = await self.backend.acquire(active, estimate, quotas)
             REDIS_LATENCY.observe(time.perf_counter() - t0)
-        decision.raise_for_refusal()
-        return Reservation(decision.headers() if active else {}, decision.reservation)
+        else:
+            decision = await self.backend.acquire(active, estimate, quotas)
+        if not decision.ok:
+            decision.raise_for_refusal()
+        return Reservation(ratelimit_headers(decision) if active else {}, decision.reservation)
 
     def _closed_check(self) -> None:
         """`on_redis_error: closed` means closed for every key, not only for keys with limits:

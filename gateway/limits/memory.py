@@ -25,15 +25,15 @@ class _Bucket:
     def refill(self, rpm: int | None, tpm: int | None, now: float) -> None:
         elapsed = now - self.ts
         if elapsed > 0:
-            if rpm is not None:
-                self.r = min(float(rpm), self.r + elapsed * rpm / 60.0)
-            if tpm is not None:
-                self.t = min(float(tpm), self.t + elapsed * tpm / 60.0)
             self.ts = now
-        if rpm is not None and self.r > rpm:  # the limit was lowered
-            self.r = float(rpm)
-        if tpm is not None and self.t > tpm:
-            self.t = float(tpm)
+        else:
+            elapsed = 0.0
+        if rpm is not None:  # capped at the limit (also when the limit was lowered)
+            r = self.r + elapsed * rpm / 60.0 if elapsed else self.r
+            self.r = r if r < rpm else float(rpm)
+        if tpm is not None:
+            t = self.t + elapsed * tpm / 60.0 if elapsed else self.t
+            self.t = t if t < tpm else float(tpm)
 
 
 class _Usage:
@@ -45,12 +45,15 @@ class _Usage:
 
 def _wait_s(check: LimitCheck, b: _Bucket, estimate: int) -> float:
     wait = 0.0
-    if check.rpm is not None and b.r < 1:
-        wait = 60.0 if check.rpm <= 0 else (1 - b.r) * 60.0 / check.rpm
-    if check.tpm is not None:
-        need = min(estimate, check.tpm)
+    rpm, tpm = check.rpm, check.tpm
+    if rpm is not None and b.r < 1:
+        wait = 60.0 if rpm <= 0 else (1 - b.r) * 60.0 / rpm
+    if tpm is not None:
+        need = estimate if estimate < tpm else tpm
         if b.t < need:
-            wait = max(wait, 60.0 if check.tpm <= 0 else (need - b.t) * 60.0 / check.tpm)
+            w = 60.0 if tpm <= 0 else (need - b.t) * 60.0 / tpm
+            if w > wait:
+                wait = w
     return wait
 
 
@@ -74,10 +77,10 @@ class MemoryBackend:
     # ------------------------------------------------------------------ limits and quotas
 
     def _bucket(self, c: LimitCheck, now: float) -> _Bucket:
-        b = self._buckets.get((c.scope, c.ident))
+        key = (c.scope, c.ident)
+        b = self._buckets.get(key)
         if b is None:
-            b = _Bucket(float(c.rpm or 0), float(c.tpm or 0), now)
-            self._buckets[(c.scope, c.ident)] = b
+            b = self._buckets[key] = _Bucket(float(c.rpm or 0), float(c.tpm or 0), now)
         b.refill(c.rpm, c.tpm, now)
         return b
 
@@ -112,21 +115,22 @@ class MemoryBackend:
         now = self._clock()
         limits = active_limits(checks)
         est = max(0, int(estimate_tokens))
-        slots = tuple(quota_slot(q, now) for q in quotas)
         buckets = [self._bucket(c, now) for c in limits]
-        spent = self._quota_refusal(slots)
-        if spent is not None:
-            return Decision(False, refused_scope=spent.check.scope,
-                            refused_ident=spent.check.ident, quota_exceeded=True)
-        worst, wait = -1, 0.0
-        for i, (c, b) in enumerate(zip(limits, buckets)):
+        worst: LimitCheck | None = None
+        wait = 0.0
+        for c, b in zip(limits, buckets):  # the scope that needs the longest wait refuses
             w = _wait_s(c, b, est)
             if w > wait:
-                worst, wait = i, w
-        if worst >= 0:
+                worst, wait = c, w
+        slots = tuple(quota_slot(q, now) for q in quotas) if quotas else ()
+        if slots:
+            spent = self._quota_refusal(slots)
+            if spent is not None:
+                return Decision(False, refused_scope=spent.check.scope,
+                                refused_ident=spent.check.ident, quota_exceeded=True)
+        if worst is not None:
             req, tok = _windows(limits, buckets)
-            c = limits[worst]
-            return Decision(False, refused_scope=c.scope, refused_ident=c.ident,
+            return Decision(False, refused_scope=worst.scope, refused_ident=worst.ident,
                             retry_after_s=wait, requests=req, tokens=tok)
         for c, b in zip(limits, buckets):
             if c.rpm is not None:
@@ -138,8 +142,7 @@ class MemoryBackend:
             assert u is not None
             u.req += 1
         req, tok = _windows(limits, buckets)
-        res = Reservation(limits, slots, est, self.name)
-        return Decision(True, reservation=res, requests=req, tokens=tok)
+        return Decision(True, Reservation(limits, slots, est, self.name), requests=req, tokens=tok)
 
     async def acquire(
         self, checks: Sequence[LimitCheck], estimate_tokens: int,

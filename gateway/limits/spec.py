@@ -148,18 +148,29 @@ class QuotaUsage:
 
 
 def ratelimit_headers(decision: Decision) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` family for the scope with the least left, per dimension."""
+    """OpenAI's `x-ratelimit-*` family for the scope with the least left, per dimension.
+    (Unrolled, with constant header names: this runs on every limited request.)"""
     out: dict[str, str] = {}
-    for name, w in (("requests", decision.requests), ("tokens", decision.tokens)):
-        if w is None:
-            continue
-        out[f"x-ratelimit-limit-{name}"] = str(w.limit)
-        out[f"x-ratelimit-remaining-{name}"] = str(w.remaining)
-        out[f"x-ratelimit-reset-{name}"] = format_duration(w.reset_s)
+    w = decision.requests
+    if w is not None:
+        out["x-ratelimit-limit-requests"] = str(w.limit)
+        out["x-ratelimit-remaining-requests"] = str(w.remaining)
+        out["x-ratelimit-reset-requests"] = format_duration(w.reset_s)
+    w = decision.tokens
+    if w is not None:
+        out["x-ratelimit-limit-tokens"] = str(w.limit)
+        out["x-ratelimit-remaining-tokens"] = str(w.remaining)
+        out["x-ratelimit-reset-tokens"] = format_duration(w.reset_s)
     return out
 
 
 def active_limits(checks: "tuple[LimitCheck, ...] | list[LimitCheck]") -> tuple[LimitCheck, ...]:
+    if type(checks) is tuple:  # the common case: already filtered by the caller, no copy
+        for c in checks:
+            if c.rpm is None and c.tpm is None:
+                break
+        else:
+            return checks
     return tuple(c for c in checks if c.rpm is not None or c.tpm is not None)
 
 
@@ -187,8 +198,13 @@ def _period(period: str, day_index: int) -> tuple[str, int]:
 
 
 def window_of(scope: str, limit: int, level: float) -> Window:
-    reset = (limit - level) * 60.0 / limit if limit > 0 else 0.0
-    return Window(scope, limit, max(0, math.floor(level)), max(0.0, reset))
+    if limit > 0:
+        reset = (limit - level) * 60.0 / limit
+        if reset < 0.0:
+            reset = 0.0
+    else:
+        reset = 0.0
+    return Window(scope, limit, math.floor(level) if level > 0 else 0, reset)
 
 
 def tighter(a: Window | None, b: Window | None) -> Window | None:
