@@ -39,7 +39,8 @@ class _Lane:
         self.sink = sink
         self.buffer: deque[UsageRecord] = deque()
         self.inflight = 0
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # new records (or a flush) for an idle lane
+        self.kick = asyncio.Event()  # flush() or close(): retry now, not after the backoff
         self.idle = asyncio.Event()
         self.idle.set()
         self.task: asyncio.Task[None] | None = None
@@ -102,8 +103,8 @@ class _Lane:
     async def _backoff(self) -> None:
         base = self.sink.backoff_initial_s * (2 ** min(self.failures - 1, 16))
         delay = min(self.sink.backoff_max_s, base) * random.uniform(0.5, 1.0)
-        try:  # a flush() or close() cuts the wait short
-            await asyncio.wait_for(self.wake.wait(), delay)
+        try:  # a flush() or close() cuts the wait short; new records do not (no retry storm)
+            await asyncio.wait_for(self.kick.wait(), delay)
         except asyncio.TimeoutError:
             pass
 
@@ -120,7 +121,7 @@ class _Lane:
                     and self.sink.linger_s and not self.sink.flushing:
                 await asyncio.sleep(self.sink.linger_s)  # gather a batch: one write, not many
             batch = self._take()
-            self.wake.clear()  # a flush() during the write cuts the next backoff short
+            self.kick.clear()  # a flush() during the write cuts the next backoff short
             if await self._write(batch):
                 self.inflight = 0
                 continue
@@ -236,6 +237,7 @@ class UsageSink:
         try:
             for lane in self._lanes:
                 lane.wake.set()
+                lane.kick.set()
             waits = [lane.idle.wait() for lane in self._lanes]
             try:
                 await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
@@ -253,6 +255,7 @@ class UsageSink:
         self.give_up = True
         for lane in self._lanes:
             lane.wake.set()
+            lane.kick.set()
             if lane.task is not None:
                 lane.task.cancel()
         await asyncio.gather(*(lane.task for lane in self._lanes if lane.task), return_exceptions=True)

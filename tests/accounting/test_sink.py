@@ -213,3 +213,21 @@ async def test_redis_stopped_mid_run_loses_nothing_within_the_bound(own_redis: R
     assert {r["user"]: r["requests"] for r in rows} == {"u0": 100, "u1": 100, "u2": 100}
     assert sum(r["prompt_tokens"] for r in rows) == 300 * 100
     await sink.close()
+
+
+async def test_new_records_do_not_cut_a_failing_stores_backoff_short() -> None:
+    store = FailingStore(failures=1)
+    sink = UsageSink(store, batch_size=500, linger_s=0, backoff_initial_s=60, backoff_max_s=60)
+    await sink.start()
+    sink.submit(make_record(0))
+    await _spin()
+    assert store.calls == 1  # failed; now backing off for 30-60 s
+    for i in range(1, 100):  # traffic during the outage: buffered, no retry per record
+        sink.submit(make_record(i))
+        await _spin()
+    assert store.calls == 1
+    assert await sink.flush(timeout_s=10)  # a flush retries at once
+    assert store.calls == 2 and sink.dropped == 0
+    [row] = await query(store, start=START, end=END, group_by=[])
+    assert row["requests"] == 100
+    await sink.close()
