@@ -1,6 +1,7 @@
 """Thin handlers: decode → pipeline → encode."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,20 +16,32 @@ from gateway.types import dumps, loads
 _JSON = "application/json"
 
 
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the request body is larger than server.max_body_mb "
+                        f"({limit / (1024 * 1024):g} MiB)")  # not `//`: 0.5 MiB is not "0 MiB"
+
+
 async def read_json(request: web.Request) -> tuple[Any, int]:
-    ctype = request.content_type
-    if ctype != _JSON and not ctype.endswith("+json"):
-        raise InvalidRequest(f"Content-Type must be application/json, got '{ctype or 'none'}'",
-                             code="unsupported_content_type")
+    if request.headers.get("Content-Type") != _JSON:  # the plain header needs no parsing
+        ctype = request.content_type
+        if ctype != _JSON and not ctype.endswith("+json"):
+            raise InvalidRequest(
+                f"Content-Type must be application/json, got '{ctype or 'none'}'",
+                code="unsupported_content_type")
     limit = request.app[STATE].max_body
-    too_large = (f"the request body is larger than server.max_body_mb "
-                 f"({limit / (1024 * 1024):g} MiB)")  # not `//`: 0.5 MiB is not "0 MiB"
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(too_large)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
     try:
-        raw = await request.read()
+        if length and "Content-Encoding" not in request.headers:
+            # the size is known and within the limit: one read of exactly that many bytes
+            raw = await request.content.readexactly(length)
+        else:  # chunked or compressed: aiohttp's read enforces client_max_size as it goes
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLarge(too_large) from None
+        raise _too_large(limit) from None
+    except asyncio.IncompleteReadError as exc:
+        raw = exc.partial  # what `read()` would have returned: then judged as JSON below
     try:
         return loads(raw), len(raw)
     except ValueError as exc:
