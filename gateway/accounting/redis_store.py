@@ -33,6 +33,7 @@ from gateway.types import dumps, loads
 log = logging.getLogger(__name__)
 
 RedisClient = aioredis.Redis | RedisCluster
+SCRIPT_RECORDS = 16  # records per script call: Redis runs nothing else while a script runs
 
 # KEYS[1] = stream, KEYS[2 .. n+1] = each record's seen key, then the day and key hashes the
 # records count in, each listed once.
@@ -139,6 +140,16 @@ class RedisUsageStore:
         return f"{self.prefix}:key:{key_id}"
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        """One script call per `SCRIPT_RECORDS` records, one after the other: a Lua script holds
+        the whole Redis server, so a 50 ms batch in one call (~2 ms of Redis time at 1,300
+        requests/s) would stall every limit check behind it, the latency tail. A chunk that
+        fails after others were written is safe to retry: records are counted once (seen keys)."""
+        counted = 0
+        for at in range(0, len(records), SCRIPT_RECORDS):
+            counted += await self._write_chunk(records[at:at + SCRIPT_RECORDS])
+        return counted
+
+    async def _write_chunk(self, records: Sequence[UsageRecord]) -> int:
         if not records:
             return 0
         seen = f"{self.prefix}:seen:"

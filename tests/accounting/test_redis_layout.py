@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from gateway.accounting.memory_store import METRICS, day_of, dedup_id
 from gateway.accounting.record import UsageRecord
-from gateway.accounting.redis_store import RedisUsageStore
+from gateway.accounting.redis_store import SCRIPT_RECORDS, RedisUsageStore
 from tests.accounting.factory import random_records
 
 PREFIX = "t:{usage}"
@@ -58,9 +58,12 @@ async def test_redis_contents_equal_reference(redis_url: str) -> None:
     assert counted == [50, 40, 30]  # the repeats were counted once
     stats = await client.info("commandstats")
     calls = {k: v["calls"] - before.get(k, {"calls": 0})["calls"] for k, v in stats.items()}
-    # one script call per batch (plus one refused before the script was loaded); the script's
-    # own commands are counted in commandstats too, no other client command is
-    assert calls["cmdstat_evalsha"] - calls.get("cmdstat_script|load", 0) == len(batches)
+    # one script call per SCRIPT_RECORDS records of each batch (plus one refused before the
+    # script was loaded); the script's own commands are counted in commandstats too, no other
+    # client command is
+    chunks = sum(-(-len(b) // SCRIPT_RECORDS) for b in batches)
+    assert chunks == 4 + 4 + 2
+    assert calls["cmdstat_evalsha"] - calls.get("cmdstat_script|load", 0) == chunks
     assert calls["cmdstat_xadd"] == 120 and calls["cmdstat_set"] == 133  # one SET NX per record sent
 
     stream = await client.xrange(f"{PREFIX}:stream")
