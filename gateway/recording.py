@@ -182,6 +182,7 @@ class Recorder:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
+        self._access_line.flush()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

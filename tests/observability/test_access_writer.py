@@ -153,3 +153,31 @@ def test_write_error_reported_not_raised(own_logger: Any, monkeypatch: pytest.Mo
     handler.stream.close()  # writing raises ValueError
     AccessWriter(logger).write({"request_id": "r-2"})
     assert [rec.access["request_id"] for rec in seen] == ["r-2"]  # type: ignore[attr-defined]
+
+
+async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logger: Any) -> None:
+    import asyncio
+
+    logger, buf, handler = own_logger
+    _alone(logger)
+    writes: list[str] = []
+
+    class Counting(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    handler.setStream(Counting())
+    writer = AccessWriter(logger)
+    for i in range(3):
+        writer.write({**FIELDS, "request_id": f"req-{i}"})
+    assert writes == []  # held until the loop moves on
+    await asyncio.sleep(0)
+    assert len(writes) == 1
+    lines = [orjson.loads(x) for x in writes[0].splitlines()]
+    assert [x["request_id"] for x in lines] == ["req-0", "req-1", "req-2"]
+    writer.write({**FIELDS, "request_id": "req-3"})
+    writer.flush()  # what Recorder.drain does at shutdown
+    assert len(writes) == 2 and orjson.loads(writes[1])["request_id"] == "req-3"
+    await asyncio.sleep(0)
+    assert len(writes) == 2  # nothing twice
