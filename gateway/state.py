@@ -90,7 +90,11 @@ async def state_resources(app: Any) -> AsyncIterator[None]:
         from gateway.accounting.redis_store import RedisUsageStore
         from gateway.accounting.traces import RedisTraceStore
 
-        res.usage_store = RedisUsageStore(client, stream_maxlen=cfg.usage.stream_maxlen)
+        from gateway.limits.fastredis import FastRedis, fast_target
+
+        target = fast_target(cfg.state.redis_url)
+        res.usage_store = RedisUsageStore(client, stream_maxlen=cfg.usage.stream_maxlen,
+                                          fast=FastRedis(target) if target else None)
         res.traces = RedisTraceStore(client)
     else:
         res.usage_store = MemoryUsageStore()

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
 from gateway.accounting.memory_store import (
     DIMENSIONS, METRICS, CellDay, Totals, UtcDays, cell_of, dedup_id,
@@ -119,8 +120,12 @@ class RedisUsageStore:
         stream_maxlen: int = 100_000,
         dedup_ttl_s: int = 3_600,
         retention_days: int | None = None,
+        fast: Any = None,
     ) -> None:
+        """`fast`: a `gateway.limits.fastredis.FastRedis` (standalone redis:// only) that runs
+        the batch script over its own pipelined connection, without redis-py's per-call cost."""
         self._owned = isinstance(redis, str)
+        self.fast = fast
         self.redis: RedisClient = redis_client(redis) if isinstance(redis, str) else redis
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
@@ -170,7 +175,13 @@ class RedisUsageStore:
             values += _metric_values(r)
             values += (index(self.day_key(day)), index(self.key_key(r.key_id)))
         args = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values)]
-        counted = await self._script(keys=keys, args=args)
+        if self.fast is None:
+            counted = await self._script(keys=keys, args=args)
+        else:
+            try:
+                counted = await self.fast.evalsha(self._script.sha, keys, args)
+            except NoScriptError:  # a flushed or restarted server: redis-py loads it again
+                counted = await self._script(keys=keys, args=args)
         return int(counted)
 
     async def cells(self, days: Sequence[str]) -> list[CellDay]:
@@ -209,5 +220,7 @@ class RedisUsageStore:
         return out
 
     async def close(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
         if self._owned:
             await self.redis.aclose()
