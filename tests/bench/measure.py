@@ -16,6 +16,8 @@ from tests.bench.targets import Target
 from tests.bench.ttfb import measure_sync
 from tests.bench.wrk import WrkResult, lua_script, run_wrk
 
+SOAK_WARMUP_S = 60.0  # load before the soak's first RSS reading
+
 
 @dataclass
 class Sample:
@@ -102,7 +104,10 @@ class Runner:
 
     def soak(self, t: Target, sc: Scenario, total_s: float, step_s: float = 30.0
              ) -> list[tuple[float, float]]:
-        """(elapsed s, RSS MiB) before and after each `step_s` of load, for `total_s`."""
+        """(elapsed s, RSS MiB) before and after each `step_s` of load, for `total_s`, after
+        `SOAK_WARMUP_S` of load: bounded buffers fill first (the usage sink remembers the last
+        100,000 request ids, ~25 MiB), so that the soak shows growth, not their filling."""
+        self.load(t, sc, SOAK_WARMUP_S)
         points = [(0.0, rss_mib(t.proc.pid))]
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < total_s - 1:

@@ -59,7 +59,8 @@ def machine(res: Results) -> list[str]:
          f"Modelyard commit {commit}{dirty}; run took {res.elapsed_s:.0f} s"),
         f"- Machine: {_cpu_model()}, {os.cpu_count()} CPUs; Linux {platform.release()}",
         f"- Python {platform.python_version()}, aiohttp {ver('aiohttp')}, uvloop {ver('uvloop')}"
-        f", orjson {ver('orjson')}; {_cmd(['redis-server', '--version'])[:40]}; "
+        f", orjson {ver('orjson')}, httptools {ver('httptools')}; "
+        f"{_cmd(['redis-server', '--version'])[:40]}; "
         f"{_cmd(['wrk', '--version'])[:30]}" + (f"; LiteLLM {ll}" if ll else ""),
         (f"- Pinning: system under test on CPU {c.sut or 'any'}; mock, Redis, wrk, TTFB client "
          f"on CPU {c.aux or 'any'}; --workers 2 on CPUs {c.sut2 or 'any'}"),
