@@ -177,7 +177,7 @@ class MemoryUsageStore:
     """In-process aggregates (one process only). Remembers the last `max_seen` request ids so a
     record submitted twice counts once, and keeps the last `max_recent` raw records."""
 
-    def __init__(self, *, max_seen: int = 200_000, max_recent: int = 1000) -> None:
+    def __init__(self, *, max_seen: int = 10_000, max_recent: int = 1000) -> None:
         self._days: dict[str, dict[Cell, Totals]] = {}
         self._keys: dict[str, dict[str, Totals]] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()

@@ -145,7 +145,7 @@ class UsageSink:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         write_timeout_s: float = 10.0,
-        max_seen: int = 100_000,
+        max_seen: int = 10_000,  # ids remembered to count a record once (~250 B each)
         linger_s: float = 0.05,
     ) -> None:
         if isinstance(writers, Sequence):

@@ -106,7 +106,7 @@ class Runner:
              ) -> list[tuple[float, float]]:
         """(elapsed s, RSS MiB) before and after each `step_s` of load, for `total_s`, after
         `SOAK_WARMUP_S` of load: bounded buffers fill first (the usage sink remembers the last
-        100,000 request ids, ~25 MiB), so that the soak shows growth, not their filling."""
+        10,000 request ids), so that the soak shows growth, not their filling."""
         self.load(t, sc, SOAK_WARMUP_S)
         points = [(0.0, rss_mib(t.proc.pid))]
         t0 = time.perf_counter()
