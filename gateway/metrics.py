@@ -86,8 +86,8 @@ def exposition() -> tuple[bytes, str]:
 
 class _Finished:
     """The children one finished-request label combination (model, provider, status, team)
-    touches. Each is created on first use, as `request_done`/`ttft`/`tokens` create theirs: a
-    series that was never observed is never exported."""
+    touches. Each is created on first use: a series that was never observed is never
+    exported."""
 
     __slots__ = ("requests", "duration", "overhead", "ttft", "tokens", "cost")
 
@@ -139,20 +139,12 @@ class Metrics:
         return child
 
     # ------------------------------------------------------------ helpers used by the core
-    def request_done(self, model: str, provider: str, status: int, duration_s: float,
-                     overhead_s: float | None) -> None:
-        self._child(REQUESTS, model, provider, str(status)).inc()
-        if provider != "none":
-            self._child(DURATION, model, provider).observe(duration_s)
-        if overhead_s is not None:
-            self._child(OVERHEAD, model).observe(max(overhead_s, 0.0))
-
     def finished(self, model: str, provider: str, status: int, team: str, duration_s: float,
                  overhead_s: float | None, ttft_s: float | None,
                  tokens: tuple[int, int, int, int], cost_usd: float) -> None:
-        """One finished request, in one call: what `request_done`, then `ttft` when `ttft_s` is
-        not None, then `tokens` when prompt + completion > 0 record (`tokens` = prompt,
-        completion, cached, reasoning), with the children of the combination looked up once."""
+        """One finished request: its count, duration (when a provider answered), overhead,
+        time to first token, and tokens by kind (prompt, completion, cached, reasoning) with
+        their cost when prompt + completion > 0; the children of the combination looked up once."""
         key = (model, provider, status, team)
         f = self._finished.get(key)
         if f is None:
@@ -187,18 +179,6 @@ class Metrics:
             if f.cost is None:
                 f.cost = self._child(COST, model, team)
             f.cost.inc(cost_usd)
-
-    def ttft(self, model: str, provider: str, seconds: float) -> None:
-        self._child(TTFT, model, provider).observe(seconds)
-
-    def tokens(self, model: str, provider: str, team: str, prompt: int, completion: int,
-               cached: int, reasoning: int, cost_usd: float) -> None:
-        for kind, n in (("prompt", prompt), ("completion", completion), ("cached", cached),
-                        ("reasoning", reasoning)):
-            if n:
-                self._child(TOKENS, model, provider, team, kind).inc(n)
-        if cost_usd:
-            self._child(COST, model, team).inc(cost_usd)
 
     def rate_limited(self, scope: str, team: str) -> None:
         self._child(RATE_LIMITED, scope, team).inc()

@@ -44,11 +44,6 @@ class Totals:
     cost_usd: float = 0.0
 
     @classmethod
-    def of_record(cls, r: UsageRecord) -> "Totals":
-        return cls(1, int(r.status >= 400), int(not r.priced), r.prompt_tokens,
-                   r.completion_tokens, r.cached_tokens, r.reasoning_tokens, r.cost_usd)
-
-    @classmethod
     def from_fields(cls, values: dict[str, Any]) -> "Totals":
         """From a mapping of metric name to number (or numeric string, as Redis returns)."""
         t = cls()
@@ -69,7 +64,7 @@ class Totals:
         self.cost_usd += other.cost_usd
 
     def count(self, r: UsageRecord) -> None:
-        """Add one record (what `add(Totals.of_record(r))` does, without the copy)."""
+        """Add one record."""
         self.requests += 1
         if r.status >= 400:
             self.errors += 1

@@ -1,5 +1,5 @@
 """`Metrics.finished` (one call per finished request, children cached per label combination)
-exports exactly what `request_done` + `ttft` + `tokens` export: the same series, the same values,
+exports exactly what plain per-sample label lookups export: the same series, the same values,
 and no series for what was not observed."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.metrics import Metrics
+from gateway.metrics import COST, DURATION, OVERHEAD, REQUESTS, TOKEN_KINDS, TOKENS, TTFT, Metrics
 
 FAMILIES = ("modelyard_requests", "modelyard_request_duration_seconds",
             "modelyard_time_to_first_token_seconds", "modelyard_overhead_seconds",
@@ -39,12 +39,21 @@ def samples(model: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def old_path(m: Metrics, case: tuple[Any, ...], model: str) -> None:
+    """The reference: each sample through the families' own `labels()`."""
     _, provider, status, team, duration, overhead, ttft, tokens, usd = case
-    m.request_done(model, provider, status, duration, overhead)
+    REQUESTS.labels(model, provider, str(status)).inc()
+    if provider != "none":
+        DURATION.labels(model, provider).observe(duration)
+    if overhead is not None:
+        OVERHEAD.labels(model).observe(max(overhead, 0.0))
     if ttft is not None:
-        m.ttft(model, provider, ttft)
+        TTFT.labels(model, provider).observe(ttft)
     if tokens[0] + tokens[1]:
-        m.tokens(model, provider, team, *tokens, usd)
+        for kind, n in zip(TOKEN_KINDS, tokens):
+            if n:
+                TOKENS.labels(model, provider, team, kind).inc(n)
+        if usd:
+            COST.labels(model, team).inc(usd)
 
 
 @pytest.mark.parametrize("repeat", [1, 3])
