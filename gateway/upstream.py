@@ -11,7 +11,7 @@ import random
 from typing import AsyncIterator, Mapping, Protocol
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.httpclient import HttpClient
+from gateway.httpclient import HttpClient, stalled
 from gateway.mockserver import replies
 from gateway.types import ProviderSpec, Target, UpstreamRequest, dumps, loads
 
@@ -54,9 +54,7 @@ class _LocalResponse:
             if self._delay and i:
                 if self._idle_s and self._delay > self._idle_s:
                     await asyncio.sleep(self._idle_s)
-                    raise UpstreamTimeout(f"the upstream stream stalled for more than "
-                                          f"{self._idle_s:g}s (timeouts.idle_s)",
-                                          provider=self.provider)
+                    raise stalled(self.provider, self._idle_s)
                 await asyncio.sleep(self._delay)
             yield frame
 

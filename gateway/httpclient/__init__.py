@@ -14,6 +14,6 @@ closed before any answer byte (the server's keep-alive race), flow control for s
 Errors come out as the gateway's `UpstreamError` tree, naming the provider, never a header.
 """
 from gateway.httpclient.client import HttpClient
-from gateway.httpclient.response import Headers, Response
+from gateway.httpclient.response import Headers, Response, stalled
 
-__all__ = ["Headers", "HttpClient", "Response"]
+__all__ = ["Headers", "HttpClient", "Response", "stalled"]

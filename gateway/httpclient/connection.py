@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from gateway.httpclient.response import Response
+from gateway.httpclient.response import Response, stalled
 
 if TYPE_CHECKING:
     from gateway.httpclient.client import Pool
@@ -74,12 +74,6 @@ class Connection(asyncio.Protocol):
             what = "the stream" if resp._streaming else "the response short"
             self._fail(UpstreamProtocolError(f"provider '{provider}' cut {what} "
                                              f"(ServerDisconnected)", provider=provider))
-
-    def pause_writing(self) -> None:  # the body is already in memory; the transport buffers it
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -175,8 +169,7 @@ class Connection(asyncio.Protocol):
                 "did not finish its answer within the request's time budget"
             self._fail(UpstreamTimeout(f"provider '{provider}' {what}", provider=provider))
         elif resp._idle_s and now >= resp._last + resp._idle_s:
-            self._fail(UpstreamTimeout(f"the upstream stream stalled for more than "
-                                       f"{resp._idle_s:g}s (timeouts.idle_s)", provider=provider))
+            self._fail(stalled(provider, resp._idle_s))
         else:
             self.rearm(resp)
 

@@ -5,12 +5,18 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import UpstreamProtocolError
+from gateway.errors import UpstreamProtocolError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from gateway.httpclient.connection import Connection
 
 PAUSE_AT = 1 << 20  # buffered stream bytes before reading from the socket pauses
+
+
+def stalled(provider: str, idle_s: float) -> UpstreamTimeout:
+    """A stream silent for longer than `timeouts.idle_s` (any upstream response says this)."""
+    return UpstreamTimeout(f"the upstream stream stalled for more than {idle_s:g}s "
+                           f"(timeouts.idle_s)", provider=provider)
 
 
 class Headers(dict[str, str]):
