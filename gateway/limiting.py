@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from gateway.config.schema import Limits, Quota, TeamConfig
 from gateway.errors import ServiceUnavailable, UpstreamRateLimited
@@ -19,6 +19,8 @@ from gateway.limits import LimitCheck, QuotaCheck
 from gateway.limits.spec import ratelimit_headers
 from gateway.metrics import REDIS_LATENCY
 from gateway.types import Target
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -45,6 +47,18 @@ def _quota(scope: str, ident: str, q: Quota | None) -> QuotaCheck | None:
 _MEMO_MAX = 4096  # principals and routes whose checks are remembered (per config generation)
 
 
+def _memo(table: dict[int, tuple[Any, Any]], obj: Any, build: Callable[[Any], T]) -> T:
+    """`build(obj)`, remembered by the object's identity (at most `_MEMO_MAX` objects)."""
+    hit = table.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]  # type: ignore[no-any-return]
+    value = build(obj)
+    if len(table) >= _MEMO_MAX:
+        table.clear()
+    table[id(obj)] = (obj, value)
+    return value
+
+
 class Limiter:
     """Builds each request's checks from the principal and the route. Both are immutable for a
     config generation (a dynamic key's `Principal` is rebuilt when its record changes), so their
@@ -55,8 +69,8 @@ class Limiter:
         self.backend = backend
         self._teams = teams
         # id(obj) -> (obj, checks): the object is held, so its id cannot be reused meanwhile
-        self._principals: dict[int, tuple[Any, tuple[LimitCheck, ...], list[QuotaCheck]]] = {}
-        self._routes: dict[int, tuple[Any, tuple[LimitCheck, ...]]] = {}
+        self._principals: dict[int, tuple[Any, Any]] = {}
+        self._routes: dict[int, tuple[Any, Any]] = {}
         self.timed = getattr(backend, "name", "") != "memory"
 
     @property
@@ -77,34 +91,19 @@ class Limiter:
         return [q for q in out if q is not None]
 
     def _principal_checks(self, principal: Any) -> tuple[tuple[LimitCheck, ...], list[QuotaCheck]]:
-        hit = self._principals.get(id(principal))
-        if hit is not None and hit[0] is principal:
-            return hit[1], hit[2]
         checks = [_limit("key", principal.key_id, principal.limits)]
         team = self._teams.get(principal.team) if principal.team else None
         if team is not None:
             checks.append(_limit("team", principal.team, team.limits))
-        active = tuple(c for c in checks if c is not None)
-        quotas = self.quota_checks(principal)
-        if len(self._principals) >= _MEMO_MAX:
-            self._principals.clear()
-        self._principals[id(principal)] = (principal, active, quotas)
-        return active, quotas
+        return tuple(c for c in checks if c is not None), self.quota_checks(principal)
 
     def _route_checks(self, route: Any) -> tuple[LimitCheck, ...]:
-        hit = self._routes.get(id(route))
-        if hit is not None and hit[0] is route:
-            return hit[1]
         check = _limit("model", route.id, route.limits)
-        checks = (check,) if check is not None else ()
-        if len(self._routes) >= _MEMO_MAX:
-            self._routes.clear()
-        self._routes[id(route)] = (route, checks)
-        return checks
+        return (check,) if check is not None else ()
 
     async def acquire(self, principal: Any, route: Any, estimate: int) -> Reservation:
-        active, quotas = self._principal_checks(principal)
-        by_route = self._route_checks(route)
+        active, quotas = _memo(self._principals, principal, self._principal_checks)
+        by_route = _memo(self._routes, route, self._route_checks)
         if by_route:
             active = active + by_route
         if not active and not quotas:
