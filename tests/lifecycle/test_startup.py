@@ -43,12 +43,7 @@ async def test_ready_within_a_second_and_small_idle_footprint(
           f"CPU {', '.join(f'{c * 1000:.0f}' for c in cpus)} ms, contention {contention:.1f}")
     assert min(cpus) < 1.0
     assert min(walls) < 1.0 * contention
-    async with aiohttp.ClientSession() as session:
-        body = {"model": "mock/echo", "messages": [{"role": "user", "content": "warm up"}]}
-        for _ in range(20):
-            async with session.post(gw.url + "/v1/chat/completions", json=body,
-                                    headers=DEMO) as r:
-                assert r.status == 200, await r.text()
+    await _chat_ok(gw.url, "mock/echo", DEMO, 20)
     rss = gw.rss_kib()
     print(f"idle RSS after 20 requests: {rss / MiB:.1f} MiB")
     assert rss < 120 * MiB
@@ -121,12 +116,7 @@ async def test_two_workers_both_serve_and_stop_on_sigterm(
     write_yaml(gw.config, mock_config(port, redis_url=redis_url, aliases={"hup": "mock/echo"}))
     gw.signal(signal.SIGHUP)
     await gw.wait_log(lambda r: r["msg"] == "config reloaded", 5, count=2)
-    async with aiohttp.ClientSession() as session:
-        body = {"model": "hup", "messages": [{"role": "user", "content": "hello"}]}
-        for _ in range(4):
-            async with session.post(gw.url + "/v1/chat/completions", json=body,
-                                    headers=AUTH) as r:
-                assert r.status == 200, await r.text()
+    await _chat_ok(gw.url, "hup", AUTH, 4)
     reloaded_pids = {r["pid"] for r in gw.log_records() if r["msg"] == "config reloaded"}
     gw.signal(signal.SIGTERM)
     assert await gw.wait_exit(15) == 0, gw.log_text()
@@ -189,3 +179,14 @@ def test_gc_is_tuned_once_ready() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def _chat_ok(url: str, model: str, headers: dict[str, str], n: int) -> None:
+    """`n` chat completions for `model`, each answered 200 with a chat.completion body."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            async with session.post(url + "/v1/chat/completions", json=body,
+                                    headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["object"] == "chat.completion"
