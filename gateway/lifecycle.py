@@ -61,7 +61,7 @@ class AppState:
         self.redis_ok = True  # set by the state backend's health hook
         self._seen = _fingerprint(path) if path else None
         self._retired: dict[Any, asyncio.TimerHandle | None] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self.inflight_tasks: set[asyncio.Task[Any]] = set()
 
     def not_ready_reason(self) -> str:
         if self.stopping:
@@ -80,22 +80,22 @@ class AppState:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return len(self.inflight_tasks)
 
     def track_requests(self) -> Any:
         """The outermost middleware that keeps each in-flight request's task for the drain."""
         from gateway.http.middleware import tracking
 
-        return tracking(self._inflight)
+        return tracking(self.inflight_tasks)
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for in-flight requests to end, then cancel the rest (their usage
         is still recorded as cut) and give them `CUT_WAIT_S` to unwind. Returns how many were cut."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while self._inflight and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._inflight), timeout=left)
-        cut = set(self._inflight)
+        while self.inflight_tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.inflight_tasks), timeout=left)
+        cut = set(self.inflight_tasks)
         if cut:
             log.warning("shutdown grace period over: cutting %d in-flight request(s)", len(cut),
                         extra={"grace_s": grace_s, "cut": len(cut)})

@@ -61,6 +61,7 @@ async def _serve_one(cfg: Any, config_path: str, host: str | None, port: int | N
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.http.fastserver import FastRunner
     from gateway.http.keys import STATE
 
     started = time.perf_counter()
@@ -70,7 +71,8 @@ async def _serve_one(cfg: Any, config_path: str, host: str | None, port: int | N
     grace = cfg.server.shutdown_grace_s
     # The drain (state.drain) enforces the grace period; aiohttp's own shutdown then only meets
     # requests that raced the listener's close (it waits up to twice its timeout for them).
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, handle_signals=False,
+    # FastRunner: the hot endpoints are served by gateway.http.fastserver, the rest by aiohttp
+    runner = FastRunner(app, handler_cancellation=True, access_log=None, handle_signals=False,
                            shutdown_timeout=min(grace, LATE_REQUEST_S))
     await runner.setup()
     bind_host = host or cfg.server.host

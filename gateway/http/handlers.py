@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 
@@ -16,32 +16,19 @@ from gateway.types import dumps, loads
 _JSON = "application/json"
 
 
-def _too_large(limit: int) -> BodyTooLarge:
+def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the request body is larger than server.max_body_mb "
                         f"({limit / (1024 * 1024):g} MiB)")  # not `//`: 0.5 MiB is not "0 MiB"
 
 
-async def read_json(request: web.Request) -> tuple[Any, int]:
-    if request.headers.get("Content-Type") != _JSON:  # the plain header needs no parsing
-        ctype = request.content_type
-        if ctype != _JSON and not ctype.endswith("+json"):
-            raise InvalidRequest(
-                f"Content-Type must be application/json, got '{ctype or 'none'}'",
-                code="unsupported_content_type")
-    limit = request.app[STATE].max_body
-    length = request.content_length
-    if length is not None and length > limit:
-        raise _too_large(limit)
-    try:
-        if length and "Content-Encoding" not in request.headers:
-            # the size is known and within the limit: one read of exactly that many bytes
-            raw = await request.content.readexactly(length)
-        else:  # chunked or compressed: aiohttp's read enforces client_max_size as it goes
-            raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
-    except asyncio.IncompleteReadError as exc:
-        raw = exc.partial  # what `read()` would have returned: then judged as JSON below
+def check_content_type(ctype: str) -> None:
+    """`ctype` is the media type without parameters (aiohttp's `request.content_type`)."""
+    if ctype != _JSON and not ctype.endswith("+json"):
+        raise InvalidRequest(f"Content-Type must be application/json, got '{ctype or 'none'}'",
+                             code="unsupported_content_type")
+
+
+def decode_json(raw: bytes | bytearray) -> tuple[Any, int]:
     try:
         return loads(raw), len(raw)
     except ValueError as exc:
@@ -49,14 +36,38 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
             from None
 
 
-def context(request: web.Request) -> RequestContext:
-    trace = request.headers.get("x-modelyard-trace", "") in ("1", "true")
-    ctx = RequestContext(request[REQUEST_ID], None, time.perf_counter(), time.time(),
-                         trace=trace, record_id=request[RECORD_ID])
-    if "traceparent" in request.headers:
-        ctx.trace_headers = {k: request.headers[k] for k in ("traceparent", "tracestate")
-                             if k in request.headers}
+async def read_json(request: web.Request) -> tuple[Any, int]:
+    if request.headers.get("Content-Type") != _JSON:  # the plain header needs no parsing
+        check_content_type(request.content_type)
+    limit = request.app[STATE].max_body
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large(limit)
+    try:
+        if length and "Content-Encoding" not in request.headers:
+            # the size is known and within the limit: one read of exactly that many bytes
+            raw = await request.content.readexactly(length)
+        else:  # chunked or compressed: aiohttp's read enforces client_max_size as it goes
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(limit) from None
+    except asyncio.IncompleteReadError as exc:
+        raw = exc.partial  # what `read()` would have returned: then judged as JSON below
+    return decode_json(raw)
+
+
+def context(headers: Mapping[str, str], request_id: str, record_id: str) -> RequestContext:
+    trace = headers.get("x-modelyard-trace", "") in ("1", "true")
+    ctx = RequestContext(request_id, None, time.perf_counter(), time.time(),
+                         trace=trace, record_id=record_id)
+    if "traceparent" in headers:
+        ctx.trace_headers = {k: headers[k] for k in ("traceparent", "tracestate")
+                             if k in headers}
     return ctx
+
+
+def _context(request: web.Request) -> RequestContext:
+    return context(request.headers, request[REQUEST_ID], request[RECORD_ID])
 
 
 async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamResponse:
@@ -81,13 +92,13 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     svc = request.app[STATE].services
-    reply = await svc.pipeline.chat(context(request), request.headers, lambda: read_json(request))
+    reply = await svc.pipeline.chat(_context(request), request.headers, lambda: read_json(request))
     return await send(request, reply)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     svc = request.app[STATE].services
-    reply = await svc.pipeline.embeddings(context(request), request.headers,
+    reply = await svc.pipeline.embeddings(_context(request), request.headers,
                                           lambda: read_json(request))
     return await send(request, reply)
 

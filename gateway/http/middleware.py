@@ -18,10 +18,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: GatewayError, request_id: str) -> web.Response:
+    status, body, headers = error_parts(exc, request_id)
+    return web.Response(status=status, body=body, content_type="application/json",
+                        headers=headers)
+
+
+def error_parts(exc: GatewayError, request_id: str) -> tuple[int, bytes, dict[str, str]]:
+    """A gateway error as its OpenAI JSON answer: (status, body, headers)."""
     headers = dict(exc.headers)
     headers["x-request-id"] = request_id
-    return web.Response(status=exc.status, body=dumps(exc.to_json()),
-                        content_type="application/json", headers=headers)
+    return exc.status, dumps(exc.to_json()), headers
+
+
+def internal_error_parts(request_id: str) -> tuple[int, bytes, dict[str, str]]:
+    """A bug: the client gets the request id to report, never the traceback (logged)."""
+    body = {"error": {"message": f"internal error (request id {request_id})",
+                      "type": "server_error", "param": None, "code": "internal_error"}}
+    return 500, dumps(body), {"x-request-id": request_id}
 
 
 class _RequestIds:
@@ -39,12 +52,19 @@ class _RequestIds:
 _ids = _RequestIds()
 
 
-@web.middleware
-async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_ids(headers: Any) -> tuple[str, str]:
+    """(the id echoed in x-request-id: the client's own when it sent one, at most 128
+    characters; the gateway's own unique id, by which usage records are counted once)."""
     own = _ids.next()
-    rid = request.headers.get("x-request-id") or own
+    rid = headers.get("x-request-id") or own
     if len(rid) > 128:
         rid = rid[:128]
+    return rid, own
+
+
+@web.middleware
+async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid, own = request_ids(request.headers)
     request[REQUEST_ID] = rid  # echoed: the client's own when it sent one
     request[RECORD_ID] = own  # unique per request: usage records are counted once by it
     try:
@@ -65,10 +85,9 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
                             headers=headers)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
-        body = {"error": {"message": f"internal error (request id {rid})", "type": "server_error",
-                          "param": None, "code": "internal_error"}}
-        return web.Response(status=500, body=dumps(body), content_type="application/json",
-                            headers={"x-request-id": rid})
+        status, body_bytes, headers = internal_error_parts(rid)
+        return web.Response(status=status, body=body_bytes, content_type="application/json",
+                            headers=headers)
     if not resp.prepared:
         resp.headers["x-request-id"] = rid
     return resp

@@ -1,0 +1,421 @@
+"""A lean HTTP/1.1 server for the hot endpoints; aiohttp's server answers everything else.
+
+aiohttp's server side was about half of the gateway's CPU per request (request and response
+objects, the middleware chain, the router, the payload stream, the writer). The endpoints every
+model call goes through — `POST /v1/chat/completions`, `/chat/completions`, `/v1/embeddings` —
+are answered here instead, by a protocol that reads the request head itself and calls the same
+pipeline, error bodies and request ids as the aiohttp handlers (`handlers.py`, `middleware.py`).
+
+Only plain requests take this path: HTTP/1.1, a body framed by Content-Length, no
+Transfer-Encoding, Content-Encoding, Expect or Upgrade, and a head made only of valid field names
+and values (one regular expression decides). Anything else — another path or method, a chunked
+or compressed body, a malformed head — hands the connection over to aiohttp's own protocol at the
+start of that request with every byte of it: aiohttp answers it (its 400s, 404s and 405s
+included) and keeps the connection from then on.
+
+`FastRunner` is an `aiohttp.web.AppRunner` whose server speaks this protocol: `serve` and the
+test fixtures use it, so the whole test suite goes through it.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.errors import GatewayError
+from gateway.http.handlers import check_content_type, context, decode_json, too_large
+from gateway.http.keys import STATE
+from gateway.http.middleware import error_parts, internal_error_parts, request_ids
+from gateway.pipeline import Reply
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long
+SWEEP_S = 5.0  # how often idle connections are looked for
+MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp, which refuses it with its own limits
+MAX_BUFFERED = 256 * 1024  # pipelined bytes kept while a request is answered: then reading pauses
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEAD = re.compile(  # the whole head but its final CRLF CRLF: request line, then field lines
+    rb"POST (/v1/chat/completions|/chat/completions|/v1/embeddings)(?:\?[!-~]*)? HTTP/1\.1"
+    rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*")
+_KINDS = {b"/v1/chat/completions": "chat", b"/chat/completions": "chat",
+          b"/v1/embeddings": "embeddings"}
+_HANDED_OVER = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
+_OURS = frozenset(("content-type", "content-length", "transfer-encoding", "connection", "date",
+                   "x-request-id"))
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_JSON = "application/json"
+
+
+class _Date:
+    """The Date header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = ""
+
+    def now(self) -> str:
+        t = int(time.time())
+        if t != self.second:
+            self.second, self.value = t, email.utils.formatdate(t, usegmt=True)
+        return self.value
+
+
+_date = _Date()
+
+
+class _Request:
+    __slots__ = ("body", "headers", "kind", "left", "length", "too_large", "waiter")
+
+    def __init__(self, kind: str, headers: CIMultiDict[str], length: int) -> None:
+        self.kind = kind
+        self.headers = headers
+        self.length = length
+        self.body: bytes | bytearray = b""
+        self.left = 0  # body bytes still to come
+        self.too_large = False  # over server.max_body_mb: the body is skipped, never kept
+        self.waiter: asyncio.Future[None] | None = None
+
+    def add(self, data: bytes) -> None:
+        self.left -= len(data)
+        if not self.too_large:
+            self.body += data  # a bytearray while parts are missing
+        if not self.left and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+def parse_head(head: bytes) -> tuple[_Request, bool] | None:
+    """(the request, keep-alive) when the head is a plain hot-path request, else None."""
+    m = _HEAD.fullmatch(head)
+    if m is None:
+        return None
+    pairs = []
+    length = -1
+    keep = True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
+        lname = name.lower()
+        if lname == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None  # repeated or not a number: aiohttp's parser judges it
+            length = int(value)
+        elif lname in _HANDED_OVER:
+            return None
+        elif lname == b"connection" and b"close" in value.lower():
+            keep = False
+        pairs.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
+    return _Request(_KINDS[m.group(1)], CIMultiDict(pairs), max(length, 0)), keep
+
+
+class FastProtocol(asyncio.Protocol):
+    """One client connection, until it is handed over to aiohttp (if ever)."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()  # received bytes not yet parsed (a head, pipelined requests)
+        self.req: _Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.keep = True
+        self.skip = 0  # body bytes of an answered request still to discard
+        self.last = self.loop.time()  # when the connection last became idle
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.conns.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.server.conns.discard(self)
+        self.transport = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client left: the request is recorded as cut (499)
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.skip:
+            n = min(self.skip, len(data))
+            self.skip -= n
+            data = data[n:]
+            if not data:
+                return
+        req = self.req
+        if req is not None:  # a request is being answered
+            left = req.left
+            if left:
+                if len(data) <= left:
+                    req.add(data)
+                    return
+                req.add(data[:left])
+                data = data[left:]
+            self.buf += data  # pipelined: parsed once the answer is sent
+            if len(self.buf) > MAX_BUFFERED and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        self.buf += data
+        self._next_request()
+
+    # ------------------------------------------------------------ requests
+    def _next_request(self) -> None:
+        """At a request boundary, with `buf` holding what came after the last request."""
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD or not (buf.startswith(b"POST ") or b"POST ".startswith(buf)):
+                self._hand_over()
+            return
+        parsed = parse_head(bytes(buf[:end]))
+        if parsed is None:
+            self._hand_over()
+            return
+        req, self.keep = parsed
+        del buf[:end + 4]
+        length = req.length
+        if length:
+            if length > self.server.state.max_body:
+                req.too_large = True
+                req.left = length
+                taken = min(length, len(buf))
+                req.left -= taken
+                del buf[:taken]
+            elif len(buf) >= length:
+                req.body = bytes(buf[:length])
+                del buf[:length]
+            else:
+                req.body = bytearray(buf)
+                req.left = length - len(buf)
+                buf.clear()
+        self.req = req
+        self.task = self.loop.create_task(self._answer(req))
+
+    def _hand_over(self) -> None:
+        """aiohttp's protocol takes the connection, starting with every byte of this request."""
+        transport = self.transport
+        if transport is None:
+            return
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        self.server.conns.discard(self)
+        proto = self.server.inner()
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if self.writing_paused:
+            proto.pause_writing()
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        if data:
+            proto.data_received(data)
+
+    async def _load(self, req: _Request) -> tuple[Any, int]:
+        """The pipeline's body loader: the same checks, in the same order, as `read_json`."""
+        ctype = req.headers.get("Content-Type")
+        if ctype != _JSON:
+            check_content_type(media_type(ctype))
+        if req.too_large:
+            raise too_large(self.server.state.max_body)
+        if req.left:
+            req.waiter = self.loop.create_future()
+            await req.waiter
+        return decode_json(req.body)
+
+    async def _answer(self, req: _Request) -> None:
+        server = self.server
+        task = self.task
+        inflight = server.state.inflight_tasks
+        inflight.add(task)
+        rid, own = request_ids(req.headers)
+        try:
+            pipeline = server.state.services.pipeline
+            ctx = context(req.headers, rid, own)
+            load = lambda: self._load(req)
+            if req.kind == "chat":
+                reply = await pipeline.chat(ctx, req.headers, load)
+            else:
+                reply = await pipeline.embeddings(ctx, req.headers, load)
+            if isinstance(reply, Reply):
+                self._send(reply.status, reply.body, reply.headers, rid)
+            else:
+                await self._stream(reply, rid)
+        except GatewayError as exc:
+            self._send(*error_parts(exc, rid), rid)
+        except asyncio.CancelledError:
+            self.keep = False  # the client left, or the shutdown grace ran out: no answer
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": rid})
+            self._send(*internal_error_parts(rid), rid)
+        finally:
+            inflight.discard(task)
+            self._done(req)
+
+    def _done(self, req: _Request) -> None:
+        self.req = self.task = None
+        transport = self.transport
+        if transport is None:
+            return
+        if not self.keep or self.server.closing:
+            transport.close()
+            return
+        self.skip = req.left  # a body the answer did not need (an auth error, a 413)
+        req.left = 0
+        self.last = self.loop.time()
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        if self.buf:
+            self._next_request()
+
+    # ------------------------------------------------------------ answers
+    def _head(self, status: int, headers: dict[str, str], rid: str, framing: str) -> bytes:
+        lines = [(f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+                  f"Date: {_date.now()}\r\nx-request-id: {rid}\r\n{framing}")]
+        for k, v in headers.items():
+            if k.lower() not in _OURS:
+                lines.append(f"{k}: {v}\r\n")
+        if not self.keep or self.server.closing:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("utf-8")
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str], rid: str) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        ctype = headers.get("content-type", _JSON)
+        head = self._head(status, headers, rid,
+                          f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n")
+        transport.write(head + body)
+
+    async def _stream(self, reply: Any, rid: str) -> None:
+        frames = reply.frames
+        try:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError
+            head = self._head(200, reply.headers, rid,
+                              f"Content-Type: {reply.headers.get('content-type', _JSON)}\r\n"
+                              "Transfer-Encoding: chunked\r\n")
+            transport.write(head)
+            async for frame in frames:
+                if transport.is_closing():
+                    raise ConnectionResetError
+                transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                if self.writing_paused:
+                    await self._drain()
+            transport.write(b"0\r\n\r\n")
+        except ConnectionResetError:
+            self.keep = False  # the client left: closing the frames cancels the upstream call
+        finally:
+            await frames.aclose()
+            reply.abandon()  # records and closes upstream if the frames never started
+
+    async def _drain(self) -> None:
+        self.drain_waiter = self.loop.create_future()
+        try:
+            await self.drain_waiter
+        finally:
+            self.drain_waiter = None
+
+    # ------------------------------------------------------------ shutdown
+    def close_when_idle(self) -> None:
+        """Close now when no request is being answered, else after its answer."""
+        if self.task is None and self.transport is not None:
+            self.transport.close()
+        self.keep = False
+
+
+def media_type(value: str | None) -> str:
+    """`application/json; charset=utf-8` → `application/json` (aiohttp's `content_type`)."""
+    if not value:
+        return "application/octet-stream"
+    return value.split(";", 1)[0].strip().lower()
+
+
+class FastServer:
+    """The protocol factory a listening socket is created with; wraps aiohttp's `web.Server`,
+    which serves the connections handed over."""
+
+    def __init__(self, inner: web.Server, app: web.Application) -> None:
+        self.inner = inner
+        self.state = app[STATE]
+        self.loop = asyncio.get_running_loop()
+        self.conns: set[FastProtocol] = set()
+        self.closing = False
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> FastProtocol:
+        if self._sweeper is None and not self.closing:
+            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        return FastProtocol(self)
+
+    def _sweep(self) -> None:
+        """Close keep-alive connections idle for longer than `KEEPALIVE_S`."""
+        cutoff = self.loop.time() - KEEPALIVE_S
+        for conn in list(self.conns):
+            if conn.task is None and conn.last < cutoff and conn.transport is not None:
+                conn.transport.close()
+        self._sweeper = None if self.closing else self.loop.call_later(SWEEP_S, self._sweep)
+
+    @property
+    def connections(self) -> list[Any]:
+        return [*self.conns, *self.inner.connections]
+
+    def pre_shutdown(self) -> None:
+        """Idle connections close now, busy ones after their answer."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.inner.pre_shutdown()
+        for conn in list(self.conns):
+            conn.close_when_idle()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Requests still running get `timeout` seconds, then are cancelled."""
+        self.pre_shutdown()
+        tasks = {c.task for c in self.conns if c.task is not None}
+        await self.inner.shutdown(timeout)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        self.conns.clear()
+
+
+class FastRunner(web.AppRunner):
+    """An AppRunner whose listening sockets speak `FastProtocol` (the app must carry STATE)."""
+
+    async def _make_server(self) -> Any:
+        inner = await super()._make_server()
+        return FastServer(inner, self.app)
