@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.limits.connection import split_cluster_url
 
@@ -90,16 +90,24 @@ class _Protocol(asyncio.Protocol):
     def send(self, packed: bytes, timeout_s: float = 0.0) -> asyncio.Future[Any]:
         """Write one command; its future fails with `TimeoutError` after `timeout_s` (0: never)
         without a timer of its own: one watchdog serves every pending deadline."""
+        return self.send_many(packed, 1, timeout_s)[0]
+
+    def send_many(self, packed: bytes, count: int,
+                  timeout_s: float = 0.0) -> list[asyncio.Future[Any]]:
+        """Write `count` packed commands in one write: one future per command, in order."""
         if self.closed or self.transport is None:
             raise RedisConnectionError("fast redis connection is closed")
-        fut: asyncio.Future[Any] = self._loop.create_future()
         now = self._loop.time()
         deadline = now + timeout_s if timeout_s else 0.0
-        self.pending.append((fut, now, deadline))
+        futs: list[asyncio.Future[Any]] = []
+        for _ in range(count):
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            self.pending.append((fut, now, deadline))
+            futs.append(fut)
         if deadline and (self._watch is None or deadline < self._watch_at):
             self._arm(deadline)
         self.transport.write(packed)
-        return fut
+        return futs
 
     def _arm(self, when: float) -> None:
         if self._watch is not None:
@@ -195,15 +203,41 @@ class FastRedis:
                       timeout_s: float = 0.0) -> Any:
         """Run a loaded script. `timeout_s` (0: unbounded) bounds the whole call, a reconnect
         included, and raises `TimeoutError` when it runs out."""
-        proto = self._proto
-        if proto is None or proto.closed:
-            proto = await self._reconnect(timeout_s)
-        elif proto.stale(asyncio.get_running_loop().time(), self.reply_timeout_s):
-            log.warning("redis did not answer within %.1f s; reconnecting", self.reply_timeout_s)
-            proto.abort()
-            proto = await self._reconnect(timeout_s)
+        proto = await self._ready(timeout_s)
         packed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
         return await proto.send(packed, timeout_s)
+
+    async def evalsha_many(self, sha: str,
+                           calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]],
+                           timeout_s: float = 0.0) -> list[Any]:
+        """Run the script once per (keys, args), all in one write; each call's reply or its
+        exception, in order (one failing call does not fail the others)."""
+        proto = await self._ready(timeout_s)
+        packed = b"".join(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+                          for keys, args in calls)
+        futs = proto.send_many(packed, len(calls), timeout_s)
+        out: list[Any] = []
+        try:
+            for fut in futs:
+                try:
+                    out.append(await fut)
+                except (RedisError, TimeoutError) as exc:
+                    out.append(exc)
+        finally:
+            for fut in futs:
+                fut.cancel()  # the caller was cancelled: their replies are skipped when they come
+        return out
+
+    async def _ready(self, timeout_s: float) -> _Protocol:
+        """The open connection, (re)connected within `timeout_s` when needed."""
+        proto = self._proto
+        if proto is None or proto.closed:
+            return await self._reconnect(timeout_s)
+        if proto.stale(asyncio.get_running_loop().time(), self.reply_timeout_s):
+            log.warning("redis did not answer within %.1f s; reconnecting", self.reply_timeout_s)
+            proto.abort()
+            return await self._reconnect(timeout_s)
+        return proto
 
     async def _reconnect(self, timeout_s: float) -> _Protocol:
         if not timeout_s:

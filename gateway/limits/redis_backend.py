@@ -301,8 +301,7 @@ class RedisBackend:
         """The batch through the pipelined connection (requests in flight together). Returns
         the settles the server did not run for want of the script (redis-py loads it)."""
         sha = self._reconcile.sha
-        replies = await asyncio.gather(*(fast.evalsha(sha, keys, args) for keys, args in batch),
-                                       return_exceptions=True)
+        replies = await fast.evalsha_many(sha, batch)
         missing = [item for item, r in zip(batch, replies) if isinstance(r, NoScriptError)]
         failed = [r for r in replies if isinstance(r, BaseException)
                   and not isinstance(r, NoScriptError)]

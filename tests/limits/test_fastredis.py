@@ -220,3 +220,29 @@ async def test_reconciles_go_through_the_fast_path_and_survive_noscript(pair: Pa
             assert after.tokens is not None
             results.append(after.tokens.remaining)
         assert results[0] == results[1] == 10_000 - 6 * 100  # every estimate refunded but 100
+
+
+async def test_evalsha_many_is_one_write_with_a_reply_or_error_per_call(
+        pair: Pair, redis_url: str) -> None:
+    fast, slow = pair
+    assert fast.fast is not None
+    admin = Redis.from_url(redis_url)
+    try:
+        picky = await admin.script_load(
+            "if ARGV[1] == 'bad' then return redis.error_reply('bad call') end "
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        await fast.fast.evalsha(picky, ["warm"], [1])  # connected before counting writes
+        proto = fast.fast._proto
+        assert proto is not None
+        writes: list[bytes] = []
+        real_write = proto.transport.write  # type: ignore[union-attr]
+        proto.transport.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[union-attr,method-assign]
+        got = await fast.fast.evalsha_many(picky, [(["n1"], [2]), (["n1"], ["bad"]),
+                                                   (["n1"], [5]), (["n2"], [7])])
+        assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 4
+        assert got[0] == 2 and got[2] == 7 and got[3] == 7
+        assert isinstance(got[1], ResponseError) and "bad call" in str(got[1])
+        assert await admin.get("n1") == b"7"
+        assert await fast.fast.evalsha(picky, ["n2"], [1]) == 8  # replies still in step
+    finally:
+        await admin.aclose()
