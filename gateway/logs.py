@@ -1,13 +1,14 @@
 """Logging set-up: one JSON object per line (default) or readable text for a terminal."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
 from typing import Any
 
 import orjson
+
+from gateway.aio import running_loop
 
 _STD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _INT64 = (-(2 ** 63), 2 ** 64 - 1)
@@ -121,7 +122,7 @@ class AccessWriter:
         out.update(fields)
         line = _json(out) + handler.terminator
         try:
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
         except RuntimeError:
             self._write(handler, line, fields)
             return

@@ -6,6 +6,7 @@ import ssl
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from gateway.aio import running_loop
 from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from gateway.httpclient.connection import Connection, Stale
 from gateway.httpclient.response import Response
@@ -158,7 +159,7 @@ class HttpClient:
                                        provider=self.provider)
         pool, path, authority = self._target(url)
         head = self._head(method, path, authority, headers, body)
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         now = loop.time()
         first_byte_s = min(first_byte_s, total_s)
         first_byte_at, deadline = now + first_byte_s, now + total_s

@@ -5,6 +5,8 @@ import asyncio
 import logging
 from typing import Any, Coroutine
 
+from gateway.aio import running_loop
+
 log = logging.getLogger(__name__)
 
 
@@ -15,7 +17,7 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 

@@ -75,7 +75,7 @@ class _Protocol(asyncio.Protocol):
     """One connection: writes packed commands, resolves futures in reply order."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = self._loop = loop
         self._reader = hiredis.Reader()
         # (future, sent at, deadline or 0.0), in send order: replies come back in this order
         self.pending: deque[tuple[asyncio.Future[Any], float, float]] = deque()
@@ -233,7 +233,7 @@ class FastRedis:
         proto = self._proto
         if proto is None or proto.closed:
             return await self._reconnect(timeout_s)
-        if proto.stale(asyncio.get_running_loop().time(), self.reply_timeout_s):
+        if proto.stale(proto.loop.time(), self.reply_timeout_s):
             log.warning("redis did not answer within %.1f s; reconnecting", self.reply_timeout_s)
             proto.abort()
             return await self._reconnect(timeout_s)

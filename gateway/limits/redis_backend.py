@@ -285,11 +285,11 @@ class RedisBackend:
             await asyncio.sleep(0)  # let the rest of this tick's requests queue theirs
             while self._queue:
                 batch, self._queue = self._queue, []
+                if self.fast is not None:  # bounded by its own watchdog: no asyncio.timeout
+                    batch = await self._fast_settle(self.fast, batch)
+                    if not batch:
+                        continue
                 async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                    if self.fast is not None:
-                        batch = await self._fast_settle(self.fast, batch)
-                        if not batch:
-                            continue
                     pipe = self.client.pipeline(transaction=False)
                     for keys, args in batch:
                         await self._reconcile(keys=keys, args=args, client=pipe)
@@ -301,7 +301,7 @@ class RedisBackend:
         """The batch through the pipelined connection (requests in flight together). Returns
         the settles the server did not run for want of the script (redis-py loads it)."""
         sha = self._reconcile.sha
-        replies = await fast.evalsha_many(sha, batch)
+        replies = await fast.evalsha_many(sha, batch, SETTLE_TIMEOUT_S)
         missing = [item for item, r in zip(batch, replies) if isinstance(r, NoScriptError)]
         failed = [r for r in replies if isinstance(r, BaseException)
                   and not isinstance(r, NoScriptError)]
