@@ -301,7 +301,9 @@ class FastProtocol(asyncio.Protocol):
         if not self.keep or self.server.closing:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
-        return "".join(lines).encode("utf-8")
+        # never a failed answer for a header value that is not UTF-8 (request ids are cleaned
+        # up front, in request_ids)
+        return "".join(lines).encode("utf-8", "surrogateescape")
 
     def _send(self, status: int, body: bytes, headers: dict[str, str], rid: str) -> None:
         transport = self.transport

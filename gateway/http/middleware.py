@@ -57,6 +57,9 @@ def request_ids(headers: Any) -> tuple[str, str]:
     characters; the gateway's own unique id, by which usage records are counted once)."""
     own = _ids.next()
     rid = headers.get("x-request-id") or own
+    if not rid.isascii():  # header bytes that are not UTF-8 arrive as surrogates: U+FFFD, or
+        # the usage record that carries the id could never be written as JSON
+        rid = rid.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if len(rid) > 128:
         rid = rid[:128]
     return rid, own

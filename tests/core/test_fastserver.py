@@ -310,3 +310,15 @@ async def test_a_stream_waits_while_the_client_reads_slowly(gw: Any) -> None:
     await asyncio.wait_for(task, 5)
     assert b"".join(transport.out).endswith(b"9\r\ndata: 3\n\n\r\n0\r\n\r\n")
     proto.connection_lost(None)
+
+
+async def test_expect_100_continue_goes_through_aiohttp(gw: Any, conn: Any) -> None:
+    reader, writer = await conn()
+    data = chat_request("continued", extra="Expect: 100-continue\r\n")
+    split = data.index(b"\r\n\r\n") + 4
+    writer.write(data[:split])
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(data[split:])
+    status, headers, body = await read_response(reader)
+    assert status == 200 and echoed(body) == "continued" and "aiohttp" in headers["server"]

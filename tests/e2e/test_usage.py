@@ -271,3 +271,29 @@ async def test_a_client_request_id_sent_twice_is_two_records(make_gateway: MakeG
     assert [r.extra.get("client_request_id") for r in recs.values()] == ["same-id", "same-id"]
     [row] = await usage_rows(gw, "key=free&group_by=key")
     assert (row["requests"], row["total_tokens"]) == (2, 14)
+
+
+@pytest.mark.parametrize("raw_id,kept", [(b"caf\xff-1", "caf\ufffd-1"), (b"caf\xc3\xa9-2", "caf\u00e9-2")])
+async def test_a_client_request_id_that_is_not_utf8_is_recorded_and_echoed(
+        make_gateway: MakeGateway, jsonl: Path, raw_id: bytes, kept: str) -> None:
+    """Header bytes that are not UTF-8 (obs-text) become U+FFFD: the record can be written as
+    JSON and the answer's header carries the same id the record has."""
+    import json
+
+    gw = await make_gateway(usage={"jsonl_path": str(jsonl)})
+    body = json.dumps(say("usage 3 4")).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+                     + KEY_FREE.encode() + b"\r\nContent-Type: application/json\r\n"
+                     + b"x-request-id: " + raw_id + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nx-request-id: " + kept.encode() + b"\r\n" in head
+    await settle(gw)
+    [rec] = records(jsonl).values()
+    assert rec.extra["client_request_id"] == kept
+    assert (rec.prompt_tokens, rec.completion_tokens) == (3, 4)
