@@ -155,6 +155,8 @@ class FastProtocol(asyncio.Protocol):
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.req is None:
+            self._continue()  # pipelined requests held while the client did not read
 
     def data_received(self, data: bytes) -> None:
         if self.skip:
@@ -172,13 +174,19 @@ class FastProtocol(asyncio.Protocol):
                     return
                 req.add(data[:left])
                 data = data[left:]
-            self.buf += data  # pipelined: parsed once the answer is sent
-            if len(self.buf) > MAX_BUFFERED and not self.reading_paused:
-                self.reading_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+            self._hold(data)  # pipelined: parsed once the answer is sent
+            return
+        if self.writing_paused:
+            self._hold(data)  # the client does not read its answers: no new work meanwhile
             return
         self.buf += data
         self._next_request()
+
+    def _hold(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > MAX_BUFFERED and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------ requests
     def _next_request(self) -> None:
@@ -285,6 +293,14 @@ class FastProtocol(asyncio.Protocol):
         self.skip = req.left  # a body the answer did not need (an auth error, a 413)
         req.left = 0
         self.last = self.loop.time()
+        self._continue()
+
+    def _continue(self) -> None:
+        """Between requests: on to the next one, unless the client is not reading its answers
+        (then `resume_writing` comes back here)."""
+        transport = self.transport
+        if self.writing_paused or transport is None:
+            return
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()

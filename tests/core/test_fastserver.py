@@ -322,3 +322,43 @@ async def test_expect_100_continue_goes_through_aiohttp(gw: Any, conn: Any) -> N
     writer.write(data[split:])
     status, headers, body = await read_response(reader)
     assert status == 200 and echoed(body) == "continued" and "aiohttp" in headers["server"]
+
+
+class _PausableTransport(_Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def test_pipelined_requests_wait_while_the_client_does_not_read(gw: Any,
+                                                                     monkeypatch: Any) -> None:
+    monkeypatch.setattr(fastserver, "MAX_BUFFERED", 100)
+    proto = FastProtocol(fast_server(gw))
+    transport = _PausableTransport()
+    proto.connection_made(transport)
+
+    async def until(cond: Any) -> None:
+        async with asyncio.timeout(5):
+            while not cond():
+                await asyncio.sleep(0)
+
+    proto.data_received(chat_request("first"))
+    await until(lambda: b"echo" in b"".join(transport.out) and proto.req is None)
+    proto.pause_writing()  # the socket buffer is full: the client is not reading
+    proto.data_received(chat_request("second") + chat_request("third"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert proto.req is None and proto.task is None  # no new work while it does not read
+    assert b"second" not in b"".join(transport.out)
+    assert not transport.reading  # more than MAX_BUFFERED held: reading paused too
+    proto.resume_writing()
+    await until(lambda: b"third" in b"".join(transport.out) and proto.req is None)
+    out = b"".join(transport.out)
+    assert out.index(b"second") < out.index(b"third") and transport.reading
+    proto.connection_lost(None)
