@@ -27,6 +27,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
 from gateway.errors import GatewayError
@@ -137,6 +138,7 @@ class FastProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.conns.add(self)
+        tcp_keepalive(transport)  # type: ignore[arg-type]  # dead peers found, as aiohttp does
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.server.conns.discard(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -84,7 +85,10 @@ async def test_hot_path_is_answered_by_the_lean_protocol(gw: Any, conn: Any) -> 
     assert headers["date"].endswith(" GMT")
     assert "server" not in headers  # aiohttp would add its Server header
     assert "connection" not in headers  # HTTP/1.1 keep-alive by default
-    assert [type(c) for c in fast_server(gw).conns] == [FastProtocol]
+    [served] = fast_server(gw).conns
+    assert type(served) is FastProtocol
+    sock = served.transport.get_extra_info("socket")  # type: ignore[union-attr]
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
 async def test_other_requests_hand_the_connection_to_aiohttp(gw: Any, conn: Any) -> None:
