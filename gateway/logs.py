@@ -6,12 +6,10 @@ import sys
 import time
 from typing import Any
 
-import orjson
-
 from gateway.aio import running_loop
+from gateway.types import dumps_lenient
 
 _STD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-_INT64 = (-(2 ** 63), 2 ** 64 - 1)
 
 
 def _default(obj: Any) -> Any:
@@ -21,24 +19,8 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def _plain(value: Any) -> Any:
-    """A value orjson refused (an int beyond 64 bits somewhere), made encodable."""
-    if isinstance(value, int) and not isinstance(value, bool) \
-            and not _INT64[0] <= value <= _INT64[1]:
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in (sorted(value, key=str) if isinstance(value, (set, frozenset))
-                                    else value)]
-    return value
-
-
 def _json(out: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(out, default=_default).decode()
-    except TypeError:  # a log line must never be lost to its extras
-        return orjson.dumps(_plain(out), default=_default).decode()
+    return dumps_lenient(out, _default).decode()  # a log line is never lost to its extras
 
 
 class _UtcStamp:

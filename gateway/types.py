@@ -7,6 +7,8 @@ Typed accessors and TypedDicts describe the parts the gateway reads; nothing her
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, NotRequired, TypedDict
 
@@ -39,6 +41,36 @@ class Message(TypedDict):
 def dumps(obj: Any) -> bytes:
     """The one JSON encoder of the project (orjson: ~10x the standard library)."""
     return orjson.dumps(obj)
+
+
+_INT64 = (-(2 ** 63), 2 ** 64 - 1)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dumps_lenient(obj: Any, default: Any = None) -> bytes:
+    """`dumps` for what must never be lost to one odd value (log lines, usage records): when
+    orjson refuses something (an int beyond 64 bits, a string with a lone surrogate, which is
+    what header bytes that are not UTF-8 decode to), that value is made encodable instead."""
+    try:
+        return orjson.dumps(obj, default=default)
+    except TypeError:
+        return orjson.dumps(_encodable(obj), default=default)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)  # lone surrogates: U+FFFD each
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not _INT64[0] <= value <= _INT64[1]:
+        return str(value)
+    if isinstance(value, dict):
+        return {_encodable(str(k)): _encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_encodable(v) for v in (sorted(value, key=str)
+                                        if isinstance(value, (set, frozenset)) else value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encodable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
 loads = orjson.loads

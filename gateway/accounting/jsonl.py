@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gateway.accounting.record import UsageRecord
-from gateway.types import dumps, loads
+from gateway.types import dumps_lenient, loads
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class JsonlWriter:
         if not records:
             return 0
         # orjson encodes the dataclass itself: the same object as `to_dict()`, without the copy
-        data = b"".join([dumps(r) + b"\n" for r in records])
+        data = b"".join([dumps_lenient(r) + b"\n" for r in records])
         await asyncio.to_thread(self._append, data)
         return len(records)
 

@@ -29,7 +29,7 @@ from gateway.accounting.memory_store import (
     DIMENSIONS, METRICS, CellDay, Totals, UtcDays, cell_of, dedup_id,
 )
 from gateway.accounting.record import UsageRecord
-from gateway.types import dumps, loads
+from gateway.types import dumps, dumps_lenient, loads
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class RedisUsageStore:
         values: list[str] = []
         for r in records:
             day = self._day(r.ts)
-            values += (dumps(r).decode(), dumps(cell_of(r)).decode(), day, day[:7])
+            values += (dumps_lenient(r).decode(), dumps_lenient(cell_of(r)).decode(), day, day[:7])
             values += _metric_values(r)
             values += (index(self.day_key(day)), index(self.key_key(r.key_id)))
         args = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values)]

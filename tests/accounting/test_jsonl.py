@@ -35,3 +35,19 @@ async def test_jsonl_lines_parse_and_replay(tmp_path: Path) -> None:
     assert replay.load(read_jsonl(path)) == 50
     assert await replay.key_totals("k-ads", "total") == await store.key_totals("k-ads", "total")
     assert list(read_jsonl(tmp_path / "absent.jsonl")) == []
+
+
+async def test_a_record_with_an_unencodable_string_is_still_written(tmp_path: Path) -> None:
+    """A lone surrogate (header bytes that were not UTF-8) or an int beyond 64 bits in a record
+    must not make its batch fail for ever (the sink would retry it and lose what follows)."""
+    path = tmp_path / "usage.jsonl"
+    odd, plain = random_records(2)
+    odd.user = "caf\udcff"
+    odd.extra["client_request_id"] = "x\ud800y"
+    odd.extra["big"] = 2 ** 70
+    writer = JsonlWriter(path)
+    assert await writer.write_batch([odd, plain]) == 2
+    first, second = (orjson.loads(x) for x in path.read_bytes().splitlines())
+    assert first["user"] == "caf\ufffd" and first["extra"]["client_request_id"] == "x\ufffdy"
+    assert first["extra"]["big"] == str(2 ** 70) and first["request_id"] == odd.request_id
+    assert second == orjson.loads(orjson.dumps(plain))  # the others exactly as before

@@ -39,3 +39,23 @@ async def test_fast_connection_writes_the_same_and_survives_a_script_flush(redis
         await fast.close()
         assert fast.fast._closed  # type: ignore[union-attr]
         await client.aclose()
+
+
+async def test_a_record_with_an_unencodable_string_is_still_counted(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    target = fast_target(redis_url)
+    assert target is not None
+    store = RedisUsageStore(client, prefix="u:{usage}", fast=FastRedis(target))
+    odd, plain = random_records(2)
+    odd.user = "caf\udcff"  # header bytes that were not UTF-8 decode to lone surrogates
+    try:
+        assert await store.write_batch([odd, plain]) == 2
+        stored = await _dump(client, "u:{usage}")
+        assert len(stored["stream"]) == 2
+        assert any("caf\ufffd" in v for fields in stored["stream"] for v in map(
+            lambda b: b.decode(), fields.values()))
+        [recent] = [r for r in await store.recent(10) if r.request_id == odd.request_id]
+        assert recent.user == "caf\ufffd"
+    finally:
+        await store.close()
+        await client.aclose()
