@@ -23,10 +23,13 @@ import email.utils
 import logging
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
@@ -42,6 +45,8 @@ KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long
 SWEEP_S = 5.0  # how often idle connections are looked for
 MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp, which refuses it with its own limits
 MAX_BUFFERED = 256 * 1024  # pipelined bytes kept while a request is answered: then reading pauses
+MAX_LINE = 8190  # aiohttp's own limits: a longer line or more fields go to it, which refuses them
+MAX_FIELDS = 128
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _HEAD = re.compile(  # the whole head but its final CRLF CRLF: request line, then field lines
@@ -98,16 +103,22 @@ def parse_head(head: bytes) -> tuple[_Request, bool] | None:
     m = _HEAD.fullmatch(head)
     if m is None:
         return None
+    lines = head.split(b"\r\n")
+    if len(lines) > MAX_FIELDS + 1:
+        return None
     pairs = []
     length = -1
     keep = True
-    for line in head.split(b"\r\n")[1:]:
+    for line in lines:
+        if len(line) > MAX_LINE:
+            return None
+    for line in lines[1:]:
         name, _, value = line.partition(b":")
         value = value.strip(b" \t")
         lname = name.lower()
         if lname == b"content-length":
-            if length >= 0 or not value.isdigit():
-                return None  # repeated or not a number: aiohttp's parser judges it
+            if length >= 0 or not value.isdigit() or len(value) > 18:
+                return None  # repeated, not a number or absurd: aiohttp's parser judges it
             length = int(value)
         elif lname in _HANDED_OVER:
             return None
@@ -133,6 +144,7 @@ class FastProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
+        self.head_sent = False  # the current answer's head went out
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -196,10 +208,15 @@ class FastProtocol(asyncio.Protocol):
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_HEAD or not (buf.startswith(b"POST ") or b"POST ".startswith(buf)):
+            if len(buf) > MAX_HEAD or not (buf.startswith(b"POST ") or b"POST ".startswith(buf)) \
+                    or b"\n\n" in buf or b"\n\r\n" in buf:  # a head ended by bare LFs
                 self._hand_over()
             return
-        parsed = parse_head(bytes(buf[:end]))
+        try:
+            parsed = parse_head(bytes(buf[:end]))
+        except Exception:  # a bug here must not kill the connection: aiohttp judges the head
+            log.exception("could not parse a request head on the lean path")
+            parsed = None
         if parsed is None:
             self._hand_over()
             return
@@ -260,6 +277,7 @@ class FastProtocol(asyncio.Protocol):
         inflight = server.state.inflight_tasks
         inflight.add(task)
         rid, own = request_ids(req.headers)
+        self.head_sent = False
         try:
             pipeline = server.state.services.pipeline
             ctx = context(req.headers, rid, own)
@@ -273,16 +291,29 @@ class FastProtocol(asyncio.Protocol):
             else:
                 await self._stream(reply, rid)
         except GatewayError as exc:
-            self._send(*error_parts(exc, rid), rid)
+            self._send_error(partial(error_parts, exc, rid), rid)
         except asyncio.CancelledError:
             self.keep = False  # the client left, or the shutdown grace ran out: no answer
             raise
         except Exception:
             log.exception("unhandled error", extra={"request_id": rid})
-            self._send(*internal_error_parts(rid), rid)
+            self._send_error(partial(internal_error_parts, rid), rid)
         finally:
             inflight.discard(task)
             self._done(req)
+
+    def _send_error(self, parts: Callable[[], tuple[int, bytes, dict[str, str]]],
+                    rid: str) -> None:
+        """The error answer; once an answer's head went out (a stream) the only signal left is
+        closing the connection, and a connection is never left waiting without an answer."""
+        if self.head_sent:
+            self.keep = False
+            return
+        try:
+            self._send(*parts(), rid)
+        except Exception:
+            log.exception("could not send the error answer", extra={"request_id": rid})
+            self.keep = False
 
     def _done(self, req: _Request) -> None:
         self.req = self.task = None
@@ -290,7 +321,7 @@ class FastProtocol(asyncio.Protocol):
         if transport is None:
             return
         if not self.keep or self.server.closing:
-            transport.close()
+            self._close()
             return
         self.skip = req.left  # a body the answer did not need (an auth error, a 413)
         req.left = 0
@@ -301,7 +332,7 @@ class FastProtocol(asyncio.Protocol):
         """Between requests: on to the next one, unless the client is not reading its answers
         (then `resume_writing` comes back here)."""
         transport = self.transport
-        if self.writing_paused or transport is None:
+        if self.writing_paused or transport is None or transport.is_closing():
             return
         if self.reading_paused:
             self.reading_paused = False
@@ -330,6 +361,7 @@ class FastProtocol(asyncio.Protocol):
         ctype = headers.get("content-type", _JSON)
         head = self._head(status, headers, rid,
                           f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n")
+        self.head_sent = True
         transport.write(head + body)
 
     async def _stream(self, reply: Any, rid: str) -> None:
@@ -341,6 +373,7 @@ class FastProtocol(asyncio.Protocol):
             head = self._head(200, reply.headers, rid,
                               f"Content-Type: {reply.headers.get('content-type', _JSON)}\r\n"
                               "Transfer-Encoding: chunked\r\n")
+            self.head_sent = True
             transport.write(head)
             async for frame in frames:
                 if transport.is_closing():
@@ -365,16 +398,23 @@ class FastProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ shutdown
     def close_when_idle(self) -> None:
         """Close now when no request is being answered, else after its answer."""
-        if self.task is None and self.transport is not None:
-            self.transport.close()
+        if self.task is None:
+            self._close()
         self.keep = False
+
+    def _close(self) -> None:
+        """Close once the answers written are sent; requests still held are dropped."""
+        self.buf = bytearray()
+        if self.transport is not None:
+            self.transport.close()
 
 
 def media_type(value: str | None) -> str:
-    """`application/json; charset=utf-8` → `application/json` (aiohttp's `content_type`)."""
+    """`application/json; charset=utf-8` → `application/json`: aiohttp's `content_type`, by
+    its own parser (odd bytes become U+FFFD, no slash means application/octet-stream)."""
     if not value:
         return "application/octet-stream"
-    return value.split(";", 1)[0].strip().lower()
+    return parse_content_type(value)[0]
 
 
 class FastServer:
@@ -398,8 +438,8 @@ class FastServer:
         """Close keep-alive connections idle for longer than `KEEPALIVE_S`."""
         cutoff = self.loop.time() - KEEPALIVE_S
         for conn in list(self.conns):
-            if conn.task is None and conn.last < cutoff and conn.transport is not None:
-                conn.transport.close()
+            if conn.task is None and conn.last < cutoff:
+                conn._close()
         self._sweeper = None if self.closing else self.loop.call_later(SWEEP_S, self._sweep)
 
     @property
@@ -420,17 +460,21 @@ class FastServer:
         """Requests still running get `timeout` seconds, then are cancelled."""
         self.pre_shutdown()
         tasks = {c.task for c in self.conns if c.task is not None}
-        await self.inner.shutdown(timeout)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=1.0)
+        await asyncio.gather(self.inner.shutdown(timeout), self._finish(tasks, timeout))
         for conn in list(self.conns):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn._close()
         self.conns.clear()
+
+    @staticmethod
+    async def _finish(tasks: set[asyncio.Task[None]], timeout: float | None) -> None:
+        """Requests still running get `timeout` seconds (alongside aiohttp's), then are cut."""
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
 
 
 class FastRunner(web.AppRunner):

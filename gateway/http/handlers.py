@@ -40,7 +40,11 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
     if request.headers.get("Content-Type") != _JSON:  # the plain header needs no parsing
         check_content_type(request.content_type)
     limit = request.app[STATE].max_body
-    length = request.content_length
+    try:
+        length = request.content_length
+    except ValueError:  # digits Python will not convert (over 4300 of them): not a length
+        raise InvalidRequest("the Content-Length header is not a valid length",
+                             code="invalid_request") from None
     if length is not None and length > limit:
         raise too_large(limit)
     try:

@@ -366,3 +366,97 @@ async def test_pipelined_requests_wait_while_the_client_does_not_read(gw: Any,
     out = b"".join(transport.out)
     assert out.index(b"second") < out.index(b"third") and transport.reading
     proto.connection_lost(None)
+
+
+class _ClosingTransport(_PausableTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def _until(cond: Any) -> None:
+    async with asyncio.timeout(5):
+        while not cond():
+            await asyncio.sleep(0)
+
+
+async def test_requests_held_behind_a_close_are_never_run(gw: Any) -> None:
+    proto = FastProtocol(fast_server(gw))
+    transport = _ClosingTransport()
+    proto.connection_made(transport)
+    proto.data_received(chat_request("first", extra="Connection: close\r\n")
+                        + chat_request("second"))
+    assert proto.task is not None  # the first is under way, the second held behind it
+    proto.pause_writing()  # and the client stops reading
+    await _until(lambda: transport.closing)
+    assert b"first" in b"".join(transport.out)
+    proto.resume_writing()  # the answer drains before the close completes
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert proto.task is None and proto.req is None and not proto.buf
+    assert b"second" not in b"".join(transport.out)
+    proto.connection_lost(None)
+
+
+async def test_an_error_after_a_streams_head_closes_instead_of_a_second_answer(
+        gw: Any, monkeypatch: Any) -> None:
+    from gateway.pipeline import StreamReply
+
+    async def frames() -> Any:
+        yield b"data: 1\n\n"
+        raise RuntimeError("a bug after the head")
+
+    async def chat(*_: Any) -> StreamReply:
+        return StreamReply({"content-type": "text/event-stream"}, frames())
+
+    server = fast_server(gw)
+    monkeypatch.setattr(server.state.services.pipeline, "chat", chat)
+    proto = FastProtocol(server)
+    transport = _ClosingTransport()
+    proto.connection_made(transport)
+    proto.data_received(chat_request("x"))
+    await _until(lambda: transport.closing)
+    out = b"".join(transport.out)
+    assert out.count(b"HTTP/1.1 ") == 1 and b"data: 1" in out and b"0\r\n\r\n" not in out
+    proto.connection_lost(None)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/chat/completions HTTP/1.1\nHost: gw\nContent-Length: 2\n\n{}",  # bare LF
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Long: " + b"a" * 9000
+     + b"\r\nContent-Length: 2\r\n\r\n{}"),
+])
+async def test_heads_past_aiohttps_limits_get_its_400_at_once(gw: Any, conn: Any,
+                                                             request_bytes: bytes) -> None:
+    reader, writer = await conn()
+    writer.write(request_bytes)
+    status, headers, _ = await read_response(reader)
+    assert status == 400 and "aiohttp" in headers["server"]
+
+
+async def test_an_absurd_content_length_goes_to_aiohttp(gw: Any, conn: Any) -> None:
+    reader, writer = await conn()
+    writer.write(chat_request("x").replace(b"Content-Length: ",
+                                           b"Content-Length: " + b"0" * 5000, 1))
+    status, headers, body = await read_response(reader)
+    assert "aiohttp" in headers["server"]
+    assert status == 400 and "Content-Length" in json.loads(body)["error"]["message"]
+    assert fast_server(gw).conns == set()
+
+
+async def test_odd_bytes_in_content_type_or_key_are_clear_errors(gw: Any, conn: Any) -> None:
+    reader, writer = await conn()
+    writer.write(chat_request("x").replace(b"Content-Type: application/json",
+                                           b"Content-Type: application/json\x80"))
+    status, _, body = await read_response(reader)
+    assert status == 400
+    assert json.loads(body)["error"]["code"] == "unsupported_content_type"
+    writer.write(chat_request("x").replace(b"Bearer ", b"Bearer sk-\x80"))
+    status, _, body = await read_response(reader)
+    assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
