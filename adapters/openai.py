@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.base import apply_param_policy, with_defaults
-from gateway.errors import UnsupportedParameter, UpstreamError, UpstreamProtocolError, error_for_status, parse_retry_after
+from gateway.errors import (
+    UnsupportedParameter, UpstreamError, UpstreamProtocolError, error_for_status, parse_retry_after,
+)
 from gateway.types import (
     ChatRequest,
     ChatResponse,

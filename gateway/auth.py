@@ -121,10 +121,11 @@ class Authenticator:
         if known is None:
             principal = await self._lookup(secret)
         elif known.__class__ is str:  # a dynamic key: ask the key store every time
-            principal = await self.dynamic(known) if self.dynamic is not None else None
-            if principal is None:
+            found = await self.dynamic(known) if self.dynamic is not None else None
+            if found is None:
                 self._known.pop(secret, None)
                 raise AuthenticationFailed("invalid API key")
+            principal = found
         else:
             principal = known  # type: ignore[assignment]
         if principal.expires_at is not None and principal.expires_at <= self._clock():

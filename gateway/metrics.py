@@ -9,7 +9,7 @@ every worker's values.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -53,7 +53,8 @@ class _AbsentUntilSet:
     exported as 0 from import on (in multiprocess mode too), so `redis_up` would read 0 on
     every replica that has no Redis and the `min(modelyard_redis_up) == 0` alert would fire."""
 
-    def __init__(self, name: str, documentation: str, multiprocess_mode: str) -> None:
+    def __init__(self, name: str, documentation: str,
+                 multiprocess_mode: Literal["livemin", "livemax", "livesum"]) -> None:
         self._args = (name, documentation)
         self._mode = multiprocess_mode
         self._gauge: Gauge | None = None

@@ -83,7 +83,7 @@ class Tracing:
         ctx = self._in_context(parent) if parent is not None else None
         span = self.tracer.start_span(f"{op} {target.model}", context=ctx,
                                       kind=self._kind.CLIENT, attributes=attrs)
-        self._prop.inject(headers, context=self._in_context(span), setter=self._setter)
+        self._prop.inject(headers, context=self._in_context(span), setter=self._setter)  # type: ignore[misc]
         return span
 
     def end_attempt(self, span: Any, status: int | None, error: Any = None,

@@ -22,7 +22,8 @@ Scripting, per answer:
   hang_after=n, ...)`: an SSE answer. `events` are dicts (sent as `data: <json>`), strings (sent as
   `data: <str>`) or raw bytes; `data: [DONE]` is appended unless `done=False` (a stream that ends
   without it). `split=range(1, 8)` re-cuts the byte stream into writes of 1, 2, ... 7, 1, 2 ...
-  bytes (sizes cycle through the sequence; a single int: fixed size), each on its own. `pause={1: ev}` waits for `ev` before writing event 1 (so a test can
+  bytes (sizes cycle through the sequence; a single int: fixed size), each on its own.
+  `pause={1: ev}` waits for `ev` before writing event 1 (so a test can
   hold the rest of the stream until it has read the first event). `drop_after=n` cuts the TCP
   connection after n events (mid-stream drop); `hang_after=n` stops sending after n events and
   never ends the stream.

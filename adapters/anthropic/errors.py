@@ -36,7 +36,8 @@ def parse_error(raw: RawResponse, target: Target) -> UpstreamError:
 
 def stream_error(data: Mapping[str, Any], target: Target) -> UpstreamError:
     """An `event: error` after the 200 (e.g. overloaded_error mid-stream), mapped by its type."""
-    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    raw = data.get("error")
+    err: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     etype = str(err.get("type") or "api_error")
     status = ERROR_STATUS.get(etype, 500)
     message = f"{err.get('message') or 'no error message'} (in-stream error event)"

@@ -1,7 +1,7 @@
 """Anthropic Messages response -> OpenAI `chat.completion` body (PROVIDERS §2.7, §6.4-§6.6)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from adapters.anthropic.errors import parse_error
 from adapters.anthropic.wire import JSON_TOOL_NAME, finish_reason, provider_label, usage_from
@@ -72,7 +72,7 @@ def translate_content(blocks: list[Mapping[str, Any]], *, json_tool: bool) -> tu
     return message, forced_json
 
 
-def citations(items: list[Mapping[str, Any]], start: int, end: int) -> list[JSON]:
+def citations(items: Sequence[Mapping[str, Any]], start: int, end: int) -> list[JSON]:
     out: list[JSON] = []
     for c in items:
         if c.get("type") != "web_search_result_location" or not c.get("url"):

@@ -174,7 +174,7 @@ class RedisUsageStore:
             values += (dumps_lenient(r).decode(), dumps_lenient(cell_of(r)).decode(), day, day[:7])
             values += _metric_values(r)
             values += (index(self.day_key(day)), index(self.key_key(r.key_id)))
-        args = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values)]
+        args: list[Any] = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values)]
         if self.fast is None:
             counted = await self._script(keys=keys, args=args)
         else:
@@ -213,8 +213,8 @@ class RedisUsageStore:
     async def recent(self, count: int) -> list[UsageRecord]:
         entries = await self.redis.xrevrange(self.stream_key, count=count)
         out: list[UsageRecord] = []
-        for _id, data in entries:
-            raw = data.get(b"r", data.get("r"))
+        for _id, data in entries or ():
+            raw = (data or {}).get(b"r", (data or {}).get("r"))
             if raw is not None:
                 out.append(UsageRecord.from_dict(loads(raw)))
         return out

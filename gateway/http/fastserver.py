@@ -281,7 +281,7 @@ class FastProtocol(asyncio.Protocol):
         try:
             pipeline = server.state.services.pipeline
             ctx = context(req.headers, rid, own)
-            load = lambda: self._load(req)
+            load = lambda: self._load(req)  # noqa: E731 - a closure is the cheapest loader
             if req.kind == "chat":
                 reply = await pipeline.chat(ctx, req.headers, load)
             else:

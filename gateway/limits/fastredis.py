@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
@@ -28,6 +28,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway.limits.connection import split_cluster_url
 
 log = logging.getLogger(__name__)
+# hiredis's stub types the argument as a 1-tuple; it takes any tuple of str/bytes/numbers
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ class FastRedis:
         """Run a loaded script. `timeout_s` (0: unbounded) bounds the whole call, a reconnect
         included, and raises `TimeoutError` when it runs out."""
         proto = await self._ready(timeout_s)
-        packed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        packed = _pack(("EVALSHA", sha, len(keys), *keys, *args))
         return await proto.send(packed, timeout_s)
 
     async def evalsha_many(self, sha: str,
@@ -213,7 +215,7 @@ class FastRedis:
         """Run the script once per (keys, args), all in one write; each call's reply or its
         exception, in order (one failing call does not fail the others)."""
         proto = await self._ready(timeout_s)
-        packed = b"".join(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        packed = b"".join(_pack(("EVALSHA", sha, len(keys), *keys, *args))
                           for keys, args in calls)
         futs = proto.send_many(packed, len(calls), timeout_s)
         out: list[Any] = []
@@ -280,9 +282,9 @@ class FastRedis:
         futs = []
         if t.password is not None:
             auth = ("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)
-            futs.append(proto.send(hiredis.pack_command(auth)))
+            futs.append(proto.send(_pack(auth)))
         if t.db:
-            futs.append(proto.send(hiredis.pack_command(("SELECT", t.db))))
+            futs.append(proto.send(_pack(("SELECT", t.db))))
         for fut in futs:
             await fut
 

@@ -168,7 +168,8 @@ class RedisBackend:
             if not self._pool_reset:
                 self._pool_reset = True
                 try:
-                    await self.client.connection_pool.disconnect(inuse_connections=False)
+                    await self.client.connection_pool.disconnect(  # type: ignore[union-attr]
+                        inuse_connections=False)  # the fast path is never a cluster client
                 except (RedisError, OSError):
                     pass  # closing dead sockets: nothing to do about a failure here
                 finally:
@@ -192,6 +193,7 @@ class RedisBackend:
         slots = tuple(quota_slot(q, self._wall()) for q in quotas)
         groups = self._plan(limits, slots)
         now = self._now_arg()
+        replies: list[Any]
         if len(groups) == 1:
             replies = [await self._run_acquire(groups[0], now, est, timeout_s)]
         else:
@@ -292,7 +294,8 @@ class RedisBackend:
                 async with asyncio.timeout(SETTLE_TIMEOUT_S):
                     pipe = self.client.pipeline(transaction=False)
                     for keys, args in batch:
-                        await self._reconcile(keys=keys, args=args, client=pipe)
+                        await self._reconcile(keys=keys, args=args,
+                                              client=pipe)  # type: ignore[arg-type]  # works; redis-py's hint is narrow
                     await pipe.execute()
         finally:
             self._flushing = False

@@ -183,7 +183,7 @@ def _apply_limits(text: str, body: JSON) -> tuple[str, str, str | None]:
 
 def build_message(body: JSON, msg_id: str) -> JSON:
     """The complete Message this mock answers `body` with (also the source of its stream)."""
-    last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+    last: JSON = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
     texts, results = _texts(last.get("content"))
     prompt = " ".join(texts).strip()
     blocks: list[JSON] = []

@@ -17,7 +17,7 @@ WEATHER_TOOL = {
                        "required": ["location"]},
     },
 }
-PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="  # noqa: E501
 
 CASES: dict[str, dict[str, Any]] = {
     "basic": {"messages": [{"role": "user", "content": "Hello!"}]},

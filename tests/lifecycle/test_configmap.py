@@ -55,7 +55,9 @@ async def test_configmap_symlink_swap_is_picked_up_and_a_bad_one_refused(
         spawn: Callable[..., Gateway], tmp_path: Path) -> None:
     port = free_port()
     vol = ConfigMapVolume(tmp_path / "config")
-    dump: Callable[[dict[str, Any]], str] = lambda d: yaml.safe_dump(d, sort_keys=False)
+    def dump(d: dict[str, Any]) -> str:
+        return yaml.safe_dump(d, sort_keys=False)
+
     vol.publish(dump(mock_config(port, aliases={"first-alias": "mock/echo"})))
     gw = spawn(vol.path, port)
     await gw.wait_ready()
