@@ -10,6 +10,7 @@ from gateway.auth import Principal
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.handlers import read_json
 from gateway.http.keys import RESOURCES, STATE
+from gateway.limits.spec import effective_remaining
 from gateway.types import dumps
 
 _JSON = "application/json"
@@ -79,6 +80,10 @@ def _limits_json(lim: Any) -> Any:
 
 
 async def my_key(request: web.Request) -> web.Response:
+    """The key's own view. `quota`, `usage` and `remaining` are the key's own quota (as they
+    always were); `quotas` lists every quota that binds the key (its own and its team's) with
+    what is used and left in the current period, read from the limiter's state backend, and
+    `effective_remaining` is the tightest of them: what is left before `insufficient_quota`."""
     p = await _principal(request)
     res = request.app[RESOURCES]
     quota = p.quota
@@ -90,20 +95,26 @@ async def my_key(request: web.Request) -> web.Response:
                                              "period": quota.period},
         "expires_at": p.expires_at,
     }
+    checks = res.limits.quota_checks(p)  # the key's (when capped), then its team's
+    usages = await res.state.limits.usage(checks) if checks else []
+    own = next((u for u in usages if u.scope == "key"), None)
     remaining: dict[str, Any] = {"tokens": None, "usd": None}
-    if quota is not None:
-        [u] = await res.state.limits.usage(res.limits.quota_checks(p)[:1])
-        u.fill_remaining()
-        spend = {"requests": u.requests, "tokens": u.tokens, "cost_usd": round(u.cost_usd, 10),
-                 "period": quota.period, "period_key": u.period_key}
-        remaining = {"tokens": u.remaining_tokens, "usd": u.remaining_usd}
-    else:
+    if own is not None:
+        own.fill_remaining()
+        spend = {"requests": own.requests, "tokens": own.tokens,
+                 "cost_usd": round(own.cost_usd, 10), "period": own.period,
+                 "period_key": own.period_key}
+        remaining = {"tokens": own.remaining_tokens, "usd": own.remaining_usd}
+    else:  # no quota of its own (or one that caps nothing): the spend store's record
+        period = quota.period if quota is not None else "total"
         await res.sink.flush(timeout_s=2.0)
-        spend = await key_spend(res.usage_store, p.key_id, "total")
-        spend = {"requests": spend["requests"], "tokens": spend["tokens"],
-                 "cost_usd": spend["cost_usd"], "period": "total"}
+        spent = await key_spend(res.usage_store, p.key_id, period)
+        spend = {"requests": spent["requests"], "tokens": spent["tokens"],
+                 "cost_usd": spent["cost_usd"], "period": period}
     out["usage"] = spend
     out["remaining"] = remaining
+    out["quotas"] = [u.public() for u in usages]
+    out["effective_remaining"] = effective_remaining(usages)
     return _json(out)
 
 

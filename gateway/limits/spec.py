@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -145,6 +146,43 @@ class QuotaUsage:
         if self.limit_usd is not None:
             self.remaining_usd = max(0.0, round(self.limit_usd - self.cost_usd, 9))
         return self
+
+    @property
+    def exhausted(self) -> bool:
+        """The period's tokens or USD are spent: the next request gets `insufficient_quota`
+        (the test `acquire` makes, in both backends)."""
+        return ((self.limit_tokens is not None and self.tokens >= self.limit_tokens)
+                or (self.limit_usd is not None and self.cost_usd >= self.limit_usd))
+
+    def public(self) -> dict[str, Any]:
+        """One entry of `GET /v1/key`'s `quotas`."""
+        self.fill_remaining()
+        return {"scope": self.scope, "id": self.ident, "period": self.period,
+                "period_key": self.period_key,
+                "limit": {"tokens": self.limit_tokens, "usd": self.limit_usd},
+                "used": {"requests": self.requests, "tokens": self.tokens,
+                         "cost_usd": round(self.cost_usd, 10)},
+                "remaining": {"tokens": self.remaining_tokens, "usd": self.remaining_usd},
+                "exhausted": self.exhausted}
+
+
+def effective_remaining(usages: Sequence[QuotaUsage]) -> dict[str, Any]:
+    """What is left before `insufficient_quota`, over every quota that binds a key (its own and
+    its team's): per dimension the least remaining and the scope it comes from (the first, key
+    before team, on a tie; `None` when no quota caps that dimension), and the scope of the first
+    spent quota (`None`: the next request is not refused for quota)."""
+    out: dict[str, Any] = {"tokens": None, "usd": None, "tokens_scope": None, "usd_scope": None,
+                           "exhausted_by": None}
+    for u in usages:
+        u.fill_remaining()
+        if u.remaining_tokens is not None and (out["tokens"] is None
+                                               or u.remaining_tokens < out["tokens"]):
+            out["tokens"], out["tokens_scope"] = u.remaining_tokens, u.scope
+        if u.remaining_usd is not None and (out["usd"] is None or u.remaining_usd < out["usd"]):
+            out["usd"], out["usd_scope"] = u.remaining_usd, u.scope
+        if out["exhausted_by"] is None and u.exhausted:
+            out["exhausted_by"] = u.scope
+    return out
 
 
 def ratelimit_headers(decision: Decision) -> dict[str, str]:
