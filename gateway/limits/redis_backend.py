@@ -320,14 +320,15 @@ class RedisBackend:
 
     async def usage(self, quotas: Sequence[QuotaCheck]) -> list[QuotaUsage]:
         slots = [quota_slot(q, self._wall()) for q in quotas]
+        pairs = [(s, key) for g in self._plan((), slots) for s, key in zip(g.quotas, g.keys)]
+        reads = await asyncio.gather(*(self.client.hmget(key, ["req", "tok", "usd"])
+                                       for _, key in pairs))  # together: one round trip's wait
         out = []
-        for g in self._plan((), slots):
-            for s, key in zip(g.quotas, g.keys):
-                req, tok, usd = await self.client.hmget(key, ["req", "tok", "usd"])
-                q = s.check
-                out.append(QuotaUsage(q.scope, q.ident, q.period, s.period_key,
-                                      int(req or 0), int(tok or 0), round(float(usd or 0), 9),
-                                      q.tokens, q.usd).fill_remaining())
+        for (s, _), (req, tok, usd) in zip(pairs, reads):
+            q = s.check
+            out.append(QuotaUsage(q.scope, q.ident, q.period, s.period_key,
+                                  int(req or 0), int(tok or 0), round(float(usd or 0), 9),
+                                  q.tokens, q.usd).fill_remaining())
         order = {(q.scope, q.ident): i for i, q in enumerate(quotas)}
         return sorted(out, key=lambda u: order[(u.scope, u.ident)])
 

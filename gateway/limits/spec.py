@@ -202,7 +202,7 @@ def ratelimit_headers(decision: Decision) -> dict[str, str]:
     return out
 
 
-def active_limits(checks: "tuple[LimitCheck, ...] | list[LimitCheck]") -> tuple[LimitCheck, ...]:
+def active_limits(checks: Sequence[LimitCheck]) -> tuple[LimitCheck, ...]:
     if type(checks) is tuple:  # the common case: already filtered by the caller, no copy
         for c in checks:
             if c.rpm is None and c.tpm is None:
