@@ -30,9 +30,10 @@ check-config: install
 	$(BIN)/modelyard check-config $(CONFIG)
 
 # What the tests need from Debian: a real redis-server (never a mock), Chromium for the status
-# page test, and the validators of the deployment files (promtool, kubectl, kubernetes-validate)
-# installed by deploy/tools.sh.
-APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v chromium),,chromium)
+# page test, openssl for the TLS Redis tests' throwaway CA, and the validators of the deployment
+# files (promtool, kubectl, kubernetes-validate) installed by deploy/tools.sh.
+APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v chromium),,chromium) \
+  $(if $(shell command -v openssl),,openssl)
 system-deps:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDS) >/dev/null; fi

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Container, Mapping
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -175,7 +176,49 @@ def cross_check(cfg: GatewayConfig) -> list[str]:
     if cfg.server.workers > 1 and not cfg.state.redis_url:
         errors.append("server.workers: more than one worker needs state.redis_url "
                       "(limits must stay exact across processes)")
+    if cfg.state.redis_url:
+        errors += [f"state.redis_url: {p}" for p in redis_url_problems(cfg.state.redis_url)]
     return errors
+
+
+_CERT_REQS = ("none", "optional", "required")
+_BOOLS = ("0", "1", "true", "false", "yes", "no", "t", "f", "y", "n")
+_BOOL_PARAMS = ("ssl_check_hostname", "ssl_validate_ocsp", "ssl_validate_ocsp_stapled",
+                "socket_keepalive", "retry_on_timeout", "legacy_responses", "cluster")
+
+
+def redis_url_problems(url: str) -> list[str]:
+    """What redis-py would reject or silently misread in a Redis URL, found before start-up
+    (a bad value otherwise shows up as a Redis outage that never ends). The messages never
+    quote the URL: it may hold a password."""
+    from redis.connection import parse_url
+
+    from gateway.limits.connection import split_cluster_url
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.removesuffix("+cluster")
+    if scheme not in ("redis", "rediss", "unix"):
+        return [f"the scheme must be redis://, rediss://, unix:// (or redis+cluster://, "
+                f"rediss+cluster://); got {parts.scheme + '://' if parts.scheme else 'none'}"]
+    out: list[str] = []
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for name, value in query:
+        if name == "ssl_cert_reqs" and value not in _CERT_REQS:
+            out.append(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}; got {value!r}")
+        elif name in _BOOL_PARAMS and value.lower() not in _BOOLS and value != "":
+            out.append(f"{name} must be true or false; got {value!r}")
+    if scheme != "unix":
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            out.append(f"the database in the path must be a number (e.g. /0); got {db!r}")
+    plain, cluster = split_cluster_url(url)
+    if cluster and scheme == "unix":
+        out.append("a cluster is not reached through a unix socket")
+    try:
+        parse_url(plain)
+    except ValueError as exc:
+        out.append(str(exc))
+    return out
 
 
 def _check_alias(cfg: GatewayConfig, rid: str, rpath: str) -> list[str]:

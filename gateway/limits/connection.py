@@ -28,7 +28,9 @@ def split_cluster_url(url: str) -> tuple[str, bool]:
             cluster = cluster or v.lower() in ("1", "true", "yes", "")
         else:
             query.append((k, v))
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), cluster
+    # built by hand: urlunsplit drops the `//` of schemes it does not know (unix:///path)
+    rest = f"?{urlencode(query)}" if query else ""
+    return f"{scheme}://{parts.netloc}{parts.path}{rest}", cluster
 
 
 def redact(url: str) -> str:

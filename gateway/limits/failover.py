@@ -70,8 +70,11 @@ class FailoverBackend:
         if not self.up:
             return
         self.up, self.down_since = False, time.time()
-        log.warning("redis unavailable (%s); limits %s", type(err).__name__,
-                    "per replica in-process" if self.mode == "open" else "refuse with 503")
+        # the error's own text says why (refused, TLS verification, auth); redis-py's messages
+        # name the host and port, never the password
+        log.warning("redis unavailable (%s); limits %s; %s", type(err).__name__,
+                    "per replica in-process" if self.mode == "open" else "refuse with 503",
+                    str(err)[:300] or "no detail")
         self._notify(False)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._probe_loop())

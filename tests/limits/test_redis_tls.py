@@ -293,8 +293,10 @@ async def test_untrusted_certificate_follows_on_redis_error_without_leaking_the_
     await eventually(sink_tried, 5.0, "a failed usage write logged")
     assert tls_redis.cli("DBSIZE") == "0"  # nothing reached Redis
     messages = [rec.getMessage() for rec in caplog.records]
-    assert "redis unavailable (ConnectionError); limits " + (
-        "per replica in-process" if mode == "open" else "refuse with 503") in messages
+    outage = "redis unavailable (ConnectionError); limits " + (
+        "per replica in-process" if mode == "open" else "refuse with 503") + "; "
+    said = [m for m in messages if m.startswith(outage)]
+    assert len(said) == 1 and "CERTIFICATE_VERIFY_FAILED" in said[0], said  # and why
     for rec in caplog.records:
         dumped = repr(rec.__dict__) + rec.getMessage() + repr(rec.exc_info)
         assert PASSWORD not in dumped, rec
