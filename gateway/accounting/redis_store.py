@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -29,6 +28,7 @@ from gateway.accounting.memory_store import (
     DIMENSIONS, METRICS, CellDay, Totals, UtcDays, cell_of, dedup_id,
 )
 from gateway.accounting.record import UsageRecord
+from gateway.limits.connection import split_cluster_url
 from gateway.types import dumps, dumps_lenient, loads
 
 log = logging.getLogger(__name__)
@@ -85,16 +85,14 @@ return counted
 
 
 def redis_client(url: str) -> RedisClient:
-    """A client for `url`; `?cluster=1` selects Redis Cluster. The client does not retry on its
-    own: the usage sink retries with backoff."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query)
-    cluster = any(k == "cluster" and v not in ("", "0", "false") for k, v in query)
-    clean = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"])))
+    """A client for `url` (the forms of `state.redis_url`: `?cluster=1` or a `+cluster` scheme
+    select Redis Cluster). The client does not retry on its own: the usage sink retries with
+    backoff."""
+    plain, cluster = split_cluster_url(url)
     opts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
     if cluster:
-        return RedisCluster.from_url(clean, **opts)
-    return aioredis.from_url(clean, retry=Retry(NoBackoff(), 0), **opts)
+        return RedisCluster.from_url(plain, **opts)
+    return aioredis.from_url(plain, retry=Retry(NoBackoff(), 0), **opts)
 
 
 def _text(value: Any) -> str:
