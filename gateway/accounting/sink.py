@@ -2,11 +2,17 @@
 
 `UsageSink.submit(record)` is synchronous, O(1), never blocks and never raises: it appends to a
 bounded buffer per writer (a store, the JSON-lines file). One task per writer takes batches from
-its buffer and writes them; when a write fails (store slow, down, timing out) the batch goes
-back to the front of the buffer and is retried with exponential backoff, so nothing within the
-bound is lost across an outage. When a buffer is full, records are dropped by policy
-(`newest`: refuse the incoming record, `oldest`: evict the oldest waiting one), counted in
-`dropped` and reported to `on_drop` (e.g. a Prometheus counter's `inc`).
+its buffer and writes them; when a write fails for a reason that may pass (store slow, down,
+timing out, busy, loading, read-only) the batch goes back to the front of the buffer and is
+retried with exponential backoff, so nothing within the bound is lost across an outage. When a
+buffer is full, records are dropped by policy (`newest`: refuse the incoming record, `oldest`:
+evict the oldest waiting one), counted in `dropped` and reported to `on_drop` (e.g. a
+Prometheus counter's `inc`).
+
+A batch the store refuses for good (`is_permanent`: a value it cannot encode, a Redis script
+error) is split in halves, each written on its own, down to the records at fault: every other
+record is written, and a record that fails alone is dropped (counted in `dropped` and
+`unwritable`, logged once), so one bad record never holds up the records behind it.
 
 A request id submitted twice is ignored by the sink (and by the stores, across processes).
 """
@@ -15,8 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections import OrderedDict, deque
 from typing import Callable, Literal, Sequence
+
+from redis.exceptions import (
+    AskError, ClusterCrossSlotError, ClusterDownError, DataError, NoPermissionError, NoScriptError,
+    OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, TryAgainError,
+)
 
 from gateway.accounting.memory_store import UsageWriter, dedup_key
 from gateway.accounting.record import UsageRecord
@@ -24,6 +36,51 @@ from gateway.accounting.record import UsageRecord
 log = logging.getLogger(__name__)
 
 DropPolicy = Literal["newest", "oldest"]
+
+
+# Redis error replies that mean "not now", not "never": the server is busy (a long script),
+# loading, a replica, failing over, out of memory, refusing writes after a failed snapshot,
+# moving slots, or refusing this client (ACL, auth: the operator's to fix, not the record's).
+_TRANSIENT_CODES = frozenset({
+    "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "OOM",
+    "MISCONF", "NOREPLICAS", "MOVED", "ASK", "CROSSSLOT", "NOAUTH", "NOPERM", "WRONGPASS",
+    "UNBLOCKED",
+})
+# the same codes inside a wrapped reply (Redis < 7: "ERR Error running script ...: -OOM ...")
+_TRANSIENT_CODE_IN_TEXT = re.compile(r"(?:^|-)(?:%s)\b" % "|".join(sorted(_TRANSIENT_CODES)))
+_TRANSIENT_TEXT = ("max number of clients reached", "script killed")
+_TRANSIENT_REDIS = (AskError, ClusterCrossSlotError, ClusterDownError, NoPermissionError,
+                    NoScriptError, OutOfMemoryError, ReadOnlyError, TryAgainError)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when writing the same records again cannot succeed: a value the store cannot
+    encode (TypeError, ValueError, OverflowError, redis-py's DataError) or an error reply from
+    Redis (e.g. a script error) that is not one of the "not now" replies above. Everything
+    else (connection lost, timeouts, OSError, any other exception) may pass and is retried."""
+    if isinstance(exc, ResponseError):
+        if isinstance(exc, _TRANSIENT_REDIS):
+            return False
+        text = str(exc)
+        code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+        if code in _TRANSIENT_CODES or _TRANSIENT_CODE_IN_TEXT.search(text):
+            return False
+        lowered = text.lower()
+        return not any(part in lowered for part in _TRANSIENT_TEXT)
+    if isinstance(exc, DataError):
+        return True
+    if isinstance(exc, (OSError, RedisError)):  # before ValueError: a class that is both stays
+        return False
+    return isinstance(exc, (TypeError, ValueError, OverflowError))
+
+
+def _brief(value: object, limit: int = 200, *, text_of: Callable[[object], str] = repr) -> str:
+    """A value for a log line: text, cut at `limit` characters, never an exception."""
+    try:
+        text = value if isinstance(value, str) else text_of(value)
+    except Exception:  # noqa: BLE001 - a record odd enough to be refused may be odd here too
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -81,24 +138,65 @@ class _Lane:
                     self.buffer.popleft()
             self.sink._count_drop(over)
 
-    async def _write(self, batch: Sequence[UsageRecord]) -> bool:
+    async def _write(self, batch: Sequence[UsageRecord]) -> Exception | None:
+        """One write of `batch`: None when it worked, else why not."""
         try:
             await asyncio.wait_for(self.writer.write_batch(batch), self.sink.write_timeout_s)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any store failure means "retry later"
-            self.failures += 1
-            if self.failures == 1 or self.failures % 50 == 0:
-                log.warning("usage: writing %d records to %s failed (%s), %d waiting; retrying",
-                            len(batch), type(self.writer).__name__, type(exc).__name__,
-                            self.pending)
-            return False
+        except Exception as exc:  # noqa: BLE001 - any store failure is classified by the caller
+            return exc
+        return None
+
+    async def _write_all(self, batch: list[UsageRecord]) -> list[UsageRecord]:
+        """Write `batch`. Returns the records still to write, in order, when the store failed
+        for a reason that may pass (the caller gives them back and backs off), else [].
+
+        A part refused for good is split in halves, each written on its own (first half
+        first), until a record that fails alone is dropped. A part once written is never
+        written again (the JSON-lines file does not deduplicate); only a part whose write
+        failed is, which the stores count once (request id)."""
+        parts = [batch]  # a stack: the next part to write is the last
+        while parts:
+            part = parts.pop()
+            exc = await self._write(part)
+            if exc is None:
+                self._written(len(part))
+            elif not is_permanent(exc):
+                self._failed(exc, len(part))
+                parts.append(part)
+                return [r for p in reversed(parts) for r in p]
+            elif len(part) == 1:
+                self._unwritable(part[0], exc)
+            else:
+                mid = len(part) // 2
+                parts += (part[mid:], part[:mid])
+        return []
+
+    def _written(self, n: int) -> None:
+        self.inflight -= n
+        self.written += n
         if self.failures:
             log.info("usage: %s writable again after %d failures", type(self.writer).__name__,
                      self.failures)
         self.failures = 0
-        self.written += len(batch)
-        return True
+
+    def _failed(self, exc: Exception, n: int) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 50 == 0:
+            log.warning("usage: writing %d records to %s failed (%s), %d waiting; retrying",
+                        n, type(self.writer).__name__, type(exc).__name__, self.pending)
+
+    def _unwritable(self, record: UsageRecord, exc: Exception) -> None:
+        """A record the store refuses for good: dropped, counted, logged once (ids only, never
+        the record: its fields are what the store choked on)."""
+        self.inflight -= 1
+        self.sink.unwritable += 1
+        self.sink._count_drop(1)
+        ids = {name: _brief(getattr(record, name, None)) for name in ("request_id", "key_id", "model")}
+        log.error("usage: record %s (key %s, model %s) dropped: %s refused it (%s: %s)",
+                  ids["request_id"], ids["key_id"], ids["model"], type(self.writer).__name__,
+                  type(exc).__name__, _brief(exc, text_of=str), extra=ids)
 
     async def _backoff(self) -> None:
         base = self.sink.backoff_initial_s * (2 ** min(self.failures - 1, 16))
@@ -122,10 +220,10 @@ class _Lane:
                 await asyncio.sleep(self.sink.linger_s)  # gather a batch: one write, not many
             batch = self._take()
             self.kick.clear()  # a flush() during the write cuts the next backoff short
-            if await self._write(batch):
-                self.inflight = 0
+            left = await self._write_all(batch)
+            if not left:
                 continue
-            self._give_back(batch)
+            self._give_back(left)
             if self.sink.closing and self.sink.give_up:
                 return
             await self._backoff()
@@ -164,6 +262,7 @@ class UsageSink:
         self.linger_s = linger_s  # how long a lane waits to fill a batch before writing
         self.flushing = 0
         self.dropped = 0
+        self.unwritable = 0  # of `dropped`: records a writer refused for good (see is_permanent)
         self.duplicates = 0
         self.closing = False
         self.give_up = False
