@@ -125,6 +125,26 @@ class EmbeddingsRequest:
 # ---------------------------------------------------------------- usage and responses
 
 
+MAX_TOKENS = 2**53 - 1  # exact as a double (Lua, JSON readers) and within 64-bit integers
+
+
+def token_count(v: Any) -> int:
+    """A provider-reported token count as a sane int: numbers (ints, finite floats, numeric
+    strings) clamped to 0..MAX_TOKENS, anything else 0. A provider reporting garbage must neither
+    fail the request nor make its usage record one that a store cannot take."""
+    if v.__class__ is int:  # the common case
+        return v if 0 <= v <= MAX_TOKENS else (0 if v < 0 else MAX_TOKENS)
+    if v is None or isinstance(v, bool):
+        return 0
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    if f != f:  # NaN
+        return 0
+    return int(min(max(f, 0.0), float(MAX_TOKENS)))
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts as the provider reported them (completion includes reasoning tokens)."""
@@ -150,15 +170,19 @@ class Usage:
 
     @classmethod
     def from_openai(cls, u: Mapping[str, Any] | None) -> "Usage | None":
-        if not u:
+        if not u or not isinstance(u, Mapping):
             return None
         ptd = u.get("prompt_tokens_details") or {}
         ctd = u.get("completion_tokens_details") or {}
+        if not isinstance(ptd, Mapping):
+            ptd = {}
+        if not isinstance(ctd, Mapping):
+            ctd = {}
         return cls(
-            prompt_tokens=int(u.get("prompt_tokens") or 0),
-            completion_tokens=int(u.get("completion_tokens") or 0),
-            cached_tokens=int(ptd.get("cached_tokens") or 0),
-            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+            prompt_tokens=token_count(u.get("prompt_tokens")),
+            completion_tokens=token_count(u.get("completion_tokens")),
+            cached_tokens=token_count(ptd.get("cached_tokens")),
+            reasoning_tokens=token_count(ctd.get("reasoning_tokens")),
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from gateway.types import Target, Usage
+from gateway.types import Target, Usage, token_count
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -89,12 +89,14 @@ def usage_from(raw: Mapping[str, Any] | None) -> Usage:
     """
     if not raw:
         return Usage()
-    read = int(raw.get("cache_read_input_tokens") or 0)
-    write = int(raw.get("cache_creation_input_tokens") or 0)
-    details = raw.get("output_tokens_details") or {}
+    read = token_count(raw.get("cache_read_input_tokens"))
+    write = token_count(raw.get("cache_creation_input_tokens"))
+    details = raw.get("output_tokens_details")
+    if not isinstance(details, Mapping):
+        details = {}
     return Usage(
-        prompt_tokens=int(raw.get("input_tokens") or 0) + read + write,
-        completion_tokens=int(raw.get("output_tokens") or 0),
+        prompt_tokens=token_count(token_count(raw.get("input_tokens")) + read + write),
+        completion_tokens=token_count(raw.get("output_tokens")),
         cached_tokens=read,
-        reasoning_tokens=int(details.get("thinking_tokens") or 0),
+        reasoning_tokens=token_count(details.get("thinking_tokens")),
     )

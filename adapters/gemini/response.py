@@ -21,6 +21,7 @@ from gateway.types import (
     Target,
     Usage,
     dumps,
+    token_count,
 )
 
 
@@ -217,5 +218,5 @@ def embeddings_usage(meta: JSON | None, inputs: list[Any]) -> Usage:
     """Gemini reports embedding tokens only sometimes (usageMetadata.promptTokenCount); else the
     count is estimated at 4 characters per token so the request is still accounted for."""
     if meta and meta.get("promptTokenCount") is not None:
-        return Usage(prompt_tokens=int(meta["promptTokenCount"]))
+        return Usage(prompt_tokens=token_count(meta["promptTokenCount"]))
     return Usage(prompt_tokens=sum((len(str(t)) + 3) // 4 for t in inputs))

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import InvalidRequest
-from gateway.types import JSON, Target, Usage, dumps, loads
+from gateway.types import JSON, Target, Usage, dumps, loads, token_count
 
 PROVIDER_KIND = "gemini"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -110,12 +110,12 @@ def bad_request(target: Target, message: str, param: str | None = None) -> Inval
 def usage_from(meta: Mapping[str, Any] | None) -> Usage | None:
     if not meta:
         return None
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
     return Usage(
-        prompt_tokens=int(meta.get("promptTokenCount") or 0)
-        + int(meta.get("toolUsePromptTokenCount") or 0),
-        completion_tokens=int(meta.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
+        prompt_tokens=token_count(token_count(meta.get("promptTokenCount"))
+                                  + token_count(meta.get("toolUsePromptTokenCount"))),
+        completion_tokens=token_count(token_count(meta.get("candidatesTokenCount")) + thoughts),
+        cached_tokens=token_count(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
 
