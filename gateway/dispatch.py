@@ -35,6 +35,8 @@ from gateway.types import ChatRequest, EmbeddingsRequest, RawResponse, StreamEve
 from gateway.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
+# what an adapter raises on an answer of a shape it did not expect: the provider's fault (502)
+_UNREADABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError)
 
 
 @dataclass(slots=True)
@@ -260,17 +262,24 @@ class Dispatcher:
             resp = await self.upstream.send(ureq, target, connect_s=policy.connect_s,
                                             first_byte_s=first_s, total_s=remaining)
             status = resp.status
-            if status >= 400:
-                raise adapter.parse_error(RawResponse(status, resp.headers, await resp.read()),
-                                          target)
-            if stream:
-                result: Any = await self._prime(call, target, adapter, resp, started + first_s)
-            else:
-                raw = RawResponse(status, resp.headers, await resp.read())
-                if isinstance(req, ChatRequest):
-                    result = adapter.parse_response(raw, req, target)
+            try:
+                if status >= 400:
+                    raise adapter.parse_error(
+                        RawResponse(status, resp.headers, await resp.read()), target)
+                if stream:
+                    result: Any = await self._prime(call, target, adapter, resp,
+                                                    started + first_s)
                 else:
-                    result = adapter.parse_embeddings_response(raw, req, target)
+                    raw = RawResponse(status, resp.headers, await resp.read())
+                    if isinstance(req, ChatRequest):
+                        result = adapter.parse_response(raw, req, target)
+                    else:
+                        result = adapter.parse_embeddings_response(raw, req, target)
+            except _UNREADABLE as exc:  # an answer of a shape the adapter did not expect
+                resp.close()
+                raise UpstreamProtocolError(
+                    f"provider '{provider}' sent a {status} answer the gateway could not read "
+                    f"({type(exc).__name__})", provider=provider) from exc
         except UpstreamError as exc:
             self._failed(call, route, target, started, status, exc, probe)
             if span is not None:
