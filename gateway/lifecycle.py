@@ -17,6 +17,7 @@ from typing import Any
 from gateway.config import ConfigError, load_config
 from gateway.config.schema import GatewayConfig
 from gateway.metrics import CONFIG_RELOADS
+from gateway.streaming import cut_at_shutdown
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 1.0
@@ -89,8 +90,11 @@ class AppState:
         return tracking(self.inflight_tasks)
 
     async def drain(self, grace_s: float) -> int:
-        """Wait up to `grace_s` for in-flight requests to end, then cancel the rest (their usage
-        is still recorded as cut) and give them `CUT_WAIT_S` to unwind. Returns how many were cut."""
+        """Wait up to `grace_s` for in-flight requests to end, then cancel the rest and give them
+        `CUT_WAIT_S` to unwind. Returns how many were cut.
+
+        They are cancelled through `cut_at_shutdown`, so that they end as cut by the shutdown
+        (`cut="shutdown"`, a 503 or a stream's final error event), not as clients that left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while self.inflight_tasks and (left := deadline - loop.time()) > 0:
@@ -100,7 +104,7 @@ class AppState:
             log.warning("shutdown grace period over: cutting %d in-flight request(s)", len(cut),
                         extra={"grace_s": grace_s, "cut": len(cut)})
             for task in cut:
-                task.cancel()
+                cut_at_shutdown(task)
             await asyncio.wait(cut, timeout=CUT_WAIT_S)
         return len(cut)
 

@@ -3,6 +3,10 @@
 `Pipeline.chat()` and `.embeddings()` return a `Reply` (bytes) or a `StreamReply` (an async
 iterator of SSE frames) to the HTTP layer; the usage record is written in a `finally` whatever
 happened (success, error, limits, client gone, stream cut) — for streams, when the relay ends.
+
+A request whose task the graceful shutdown cuts (`streaming.cut_at_shutdown`) before an answer
+started raises a 503 `gateway_shutdown` (`cut="shutdown"`) that the HTTP layer sends, instead of
+the cancellation: the client did not leave, it is told to retry.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from gateway.accounting.record import UsageRecord
 from gateway.auth import Principal
 from gateway.dispatch import Call, Outcome, StreamStart
 from gateway.errors import GatewayError
-from gateway.streaming import ChunkEncoder, relay
+from gateway.streaming import (SHUTDOWN_CUT, SHUTDOWN_ERROR, ChunkEncoder, absorb_shutdown_cut,
+                               cut_by_shutdown, relay, shutdown_error)
 from gateway.types import ChatRequest, dumps
 from gateway.validation import chat_request, embeddings_request
 
@@ -47,6 +52,9 @@ class StreamReply:
     headers: dict[str, str]
     frames: AsyncIterator[bytes]
     abandon: Callable[[], None] = lambda: None  # the client left before the first frame
+    # the HTTP layer failed after the response head went out (a bug): called before it closes
+    # `frames`, so that the record says the gateway cut the stream, not the client
+    fail: Callable[[], None] = lambda: None
 
 
 Loader = Callable[[], Awaitable[tuple[Any, int]]]  # reads and decodes the body: (json, size)
@@ -74,8 +82,10 @@ class Pipeline:
                 return self._stream(ctx, st, outcome.result, req, client_model)
             return self._reply(ctx, st, outcome.result, client_model)
         except BaseException as exc:
-            _failed(st, exc)
-            raise
+            instead = _failed(st, exc)
+            if instead is None:
+                raise
+            raise instead from None
         finally:
             if not streaming:
                 svc.recorder.finish(st)
@@ -92,8 +102,10 @@ class Pipeline:
             client_model = outcome.route.id if outcome.fallback_from else req.model
             return self._reply(ctx, st, outcome.result, client_model)
         except BaseException as exc:
-            _failed(st, exc)
-            raise
+            instead = _failed(st, exc)
+            if instead is None:
+                raise
+            raise instead from None
         finally:
             svc.recorder.finish(st)
 
@@ -155,16 +167,24 @@ class Pipeline:
         st.record.status = 200
         idle = st.route.timeouts.idle_s or st.route.timeouts.first_token_s or 60.0
 
-        started = False
+        started = finished = False
 
         async def frames() -> AsyncIterator[bytes]:
-            nonlocal started
+            nonlocal started, finished
             started = True
+            relayed = relay(start, enc, st.record, idle, st.mark_first_byte)
             try:
-                async for frame in relay(start, enc, st.record, idle, st.mark_first_byte):
+                async for frame in relayed:
                     yield frame
             finally:
-                svc.recorder.finish(st)
+                try:
+                    # closed here, in this task, when the HTTP layer closes these frames (the
+                    # client left, the shutdown cut it): `async for` would leave it to the
+                    # garbage collector, after the record was written and without its cut
+                    await relayed.aclose()
+                finally:
+                    finished = True
+                    svc.recorder.finish(st)
 
         def abandon() -> None:
             """The response never started (the client left during `prepare`): the relay never
@@ -173,15 +193,29 @@ class Pipeline:
                 return
             start.response.close()
             rec = st.record
-            rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
+            if rec.cut:  # `fail` said why (the head went out, then the gateway failed)
+                pass
+            elif cut_by_shutdown():  # cut while its head was being sent: nothing reached it
+                rec.status, rec.cut, rec.error_type = 503, SHUTDOWN_CUT, SHUTDOWN_ERROR
+            else:
+                rec.status, rec.cut, rec.error_type = 499, "client_disconnected", \
+                    "client_disconnected"
             svc.recorder.finish(st)
+
+        def fail() -> None:
+            rec = st.record
+            # once recorded it stays as recorded; the relay's own end (an upstream cut) too
+            if not finished and not rec.cut:
+                rec.cut, rec.error_type = "upstream_cut", "internal_error"
 
         ctx.headers["content-type"] = "text/event-stream"
         ctx.headers["cache-control"] = "no-cache"
-        return StreamReply(ctx.headers, frames(), abandon)
+        return StreamReply(ctx.headers, frames(), abandon, fail)
 
 
-def _failed(st: Any, exc: BaseException) -> None:
+def _failed(st: Any, exc: BaseException) -> GatewayError | None:
+    """Record why the request failed. Returns the error to raise instead of `exc`: for a request
+    cut by the shutdown, the 503 its client is sent (the cancellation is absorbed)."""
     rec = st.record
     if st.call is not None and st.call.attempts and not rec.provider:
         last = st.call.attempts[-1]  # the request reached an upstream: say which one
@@ -191,9 +225,16 @@ def _failed(st: Any, exc: BaseException) -> None:
         st.failed(exc)
         exc.headers.update({k: v for k, v in st.ctx.headers.items() if k not in exc.headers})
     elif isinstance(exc, asyncio.CancelledError):
+        if cut_by_shutdown():  # the client is still there: it gets a 503 (SHUTDOWN_ERROR)
+            absorb_shutdown_cut()
+            err = shutdown_error()
+            _failed(st, err)
+            rec.cut = SHUTDOWN_CUT
+            return err
         rec.status, rec.cut, rec.error_type = 499, "client_disconnected", "client_disconnected"
     else:
         rec.status, rec.error_type = 500, "internal_error"
+    return None
 
 
 def _record(ctx: RequestContext, endpoint: str) -> UsageRecord:

@@ -4,21 +4,60 @@ The first byte sent to the client is the commit point (see dispatch.py); after i
 failure, a stream cut short or a stall longer than `timeouts.idle_s` ends the client stream with
 one `data: {"error": …}` event and no `[DONE]`. Usage is always captured (the gateway asked
 upstream for it) and the usage chunk is stripped when the client did not ask for it.
+
+A request whose task the graceful shutdown cancels (`cut_at_shutdown`, when
+`server.shutdown_grace_s` ran out) is recorded as `cut="shutdown"`, never as a client that left:
+`cut_by_shutdown()` tells the two cancellations apart.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator
+import weakref
+from typing import Any, AsyncGenerator
 
 from gateway.accounting.record import UsageRecord
 from gateway.dispatch import StreamStart
-from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout
+from gateway.errors import GatewayError, ServiceUnavailable, UpstreamProtocolError, UpstreamTimeout
 from gateway.sse import DONE
 from gateway.types import StreamEvent, Usage, dumps
 
 log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------ requests cut by the shutdown
+SHUTDOWN_CUT = "shutdown"  # UsageRecord.cut of a request the graceful shutdown cut short
+SHUTDOWN_ERROR = "gateway_shutdown"  # its error_type, and the error code its client is sent
+SHUTDOWN_MESSAGE = "modelyard: the shutdown grace period is over"  # the cancel message
+_cut_at_shutdown: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def cut_at_shutdown(task: asyncio.Task[Any]) -> None:
+    """Cancel an in-flight request's task because the shutdown grace period ran out. The request
+    then ends as cut by the shutdown: a 503 `gateway_shutdown` when no answer had started, one
+    final error event when its stream had, `cut="shutdown"` in its usage record either way."""
+    _cut_at_shutdown.add(task)
+    task.cancel(SHUTDOWN_MESSAGE)
+
+
+def cut_by_shutdown() -> bool:
+    """Whether the running task was cancelled by `cut_at_shutdown` (else the client left)."""
+    task = asyncio.current_task()
+    return task is not None and task in _cut_at_shutdown
+
+
+def shutdown_error() -> GatewayError:
+    return ServiceUnavailable("the gateway is shutting down and the request did not finish "
+                              "within its grace period (server.shutdown_grace_s); retry it",
+                              code=SHUTDOWN_ERROR)
+
+
+def absorb_shutdown_cut() -> None:
+    """The shutdown's cancellation is answered (a 503, an error event) instead of propagated:
+    the task ends normally, so its cancel request is withdrawn."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 class ChunkEncoder:
@@ -62,7 +101,7 @@ def error_frame(exc: GatewayError) -> bytes:
 
 
 async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s: float,
-                on_first: Any = None) -> AsyncIterator[bytes]:
+                on_first: Any = None) -> AsyncGenerator[bytes, None]:
     """Yield client frames. The caller closes this generator when the client goes away.
 
     Whatever goes wrong after the commit point ends the stream with one error event and no
@@ -105,9 +144,21 @@ async def relay(start: StreamStart, enc: ChunkEncoder, rec: UsageRecord, idle_s:
         log.warning("stream ended by an upstream failure after the first byte",
                     extra={"provider": rec.provider, "error": rec.error_type})
         yield pending + error_frame(exc)
-    except (GeneratorExit, asyncio.CancelledError):
-        if not completed:
+    except asyncio.CancelledError:  # cancelled while waiting for upstream bytes
+        if not cut_by_shutdown():
             rec.cut = "client_disconnected"
+            raise
+        # the shutdown's grace period ran out: the client is still there, tell it why the
+        # stream ends (the error event convention) instead of a truncated answer
+        absorb_shutdown_cut()
+        rec.cut, rec.error_type = SHUTDOWN_CUT, SHUTDOWN_ERROR
+        yield pending + error_frame(shutdown_error())
+    except GeneratorExit:  # closed by the HTTP layer: the client left, or its task was cut
+        if not completed and not rec.cut:  # (rec.cut already set: the HTTP layer said why)
+            if cut_by_shutdown():
+                rec.cut, rec.error_type = SHUTDOWN_CUT, SHUTDOWN_ERROR
+            else:
+                rec.cut = "client_disconnected"
         raise
     except Exception:
         log.exception("stream relay failed", extra={"provider": rec.provider})

@@ -29,7 +29,10 @@ class UsageRecord:
     error_type: str = ""  # error `code` when status >= 400, else ""
     latency_ms: float = 0.0
     ttft_ms: float | None = None
-    cut: str = ""  # "" | "client_disconnected" | "upstream_cut" : a stream or request not completed
+    # a stream or request not completed: "" | "client_disconnected" (499, or the status of a
+    # stream's head) | "upstream_cut" | "shutdown" (the shutdown grace period ran out: 503
+    # `gateway_shutdown`, or the stream's status with error_type "gateway_shutdown")
+    cut: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Mapping
 
 from aiohttp import web
 
-from gateway.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
+from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.http.keys import RECORD_ID, REQUEST_ID, STATE
+from gateway.http.middleware import HEAD_SENT, close_connection
 from gateway.metrics import exposition
 from gateway.pipeline import Reply, RequestContext, StreamReply
+from gateway.sse import DONE
+from gateway.streaming import error_frame
 from gateway.types import dumps, loads
 
+log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
@@ -79,19 +84,47 @@ async def send(request: web.Request, reply: Reply | StreamReply) -> web.StreamRe
         return web.Response(status=reply.status, body=reply.body, content_type=_JSON,
                             headers=reply.headers)
     reply.headers["x-request-id"] = request[REQUEST_ID]
+    # chunked over HTTP/1.1 (aiohttp's default without a length); over HTTP/1.0, which has no
+    # chunked encoding, the stream ends with the connection
     resp = web.StreamResponse(status=200, headers=reply.headers)
-    resp.enable_chunked_encoding()
     frames = reply.frames
+    last = b""
     try:
         await resp.prepare(request)
+        request[HEAD_SENT] = True
         async for frame in frames:
             await resp.write(frame)
+            last = frame
     except ConnectionResetError:
         pass  # the client left: closing the frames below cancels the upstream call
+    except Exception:
+        if not resp.prepared:
+            raise  # nothing was sent: the error middleware answers
+        # After the head an error answer would be a second answer on the connection, inside
+        # this one's body: end the stream with the error event instead (or close).
+        log.exception("the stream failed after its head was sent",
+                      extra={"request_id": request[REQUEST_ID]})
+        reply.fail()  # before the frames close: the record says the gateway cut it
+        await _end_stream(request, resp, ended=last.endswith(DONE))
     finally:
         await frames.aclose()  # type: ignore[attr-defined]
         reply.abandon()  # records and closes upstream if the frames never started
     return resp
+
+
+async def _end_stream(request: web.Request, resp: web.StreamResponse, ended: bool) -> None:
+    """End a stream that failed after its head: its `[DONE]` already went out (`ended`): the
+    body just ends; else one final error event, as after any failure past the commit point. If
+    even that cannot be written, the connection closes."""
+    try:
+        if not ended:
+            await resp.write(error_frame(GatewayError(
+                "the gateway failed while relaying the stream", code="internal_error")))
+        return  # aiohttp ends the body (the chunked terminator) once the handler returns
+    except Exception:
+        log.warning("could not end the failed stream: closing the connection",
+                    extra={"request_id": request[REQUEST_ID]})
+    close_connection(request)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

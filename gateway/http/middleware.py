@@ -1,4 +1,9 @@
-"""Request id, errors → OpenAI JSON, body limits. Tracebacks are logged, never sent."""
+"""Request id, errors → OpenAI JSON, body limits. Tracebacks are logged, never sent.
+
+An error after a response head went out (a stream) is never a second answer on the connection:
+the connection closes instead (`HEAD_SENT`); `handlers.send` ends its own streams with the
+error event before it comes to that.
+"""
 from __future__ import annotations
 
 import logging
@@ -15,6 +20,14 @@ from gateway.types import dumps
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# set by a handler once its response head went out (a stream): from then on an error can no
+# longer be an HTTP answer of its own
+HEAD_SENT: web.RequestKey[bool] = web.RequestKey("head_sent", bool)
+
+
+def close_connection(request: web.Request) -> None:
+    """Close the request's connection: after a response head, the only error signal left."""
+    request.protocol.force_close()
 
 
 def error_response(exc: GatewayError, request_id: str) -> web.Response:
@@ -72,9 +85,28 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
     request[RECORD_ID] = own  # unique per request: usage records are counted once by it
     try:
         resp = await handler(request)
-    except GatewayError as exc:
+    except Exception as exc:
+        if request.get(HEAD_SENT):
+            return _after_head(request, exc, rid)
+        return _error_answer(exc, rid)
+    if not resp.prepared:
+        resp.headers["x-request-id"] = rid
+    return resp
+
+
+def _after_head(request: web.Request, exc: Exception, rid: str) -> web.StreamResponse:
+    """An error after the response head went out (a handler that does not end its own stream):
+    a second answer would land inside the first one's body, so the connection closes instead."""
+    log.error("error after the response head was sent: closing the connection",
+              exc_info=exc, extra={"request_id": rid})
+    close_connection(request)
+    return web.Response(status=500)  # never written: the connection is closed
+
+
+def _error_answer(exc: Exception, rid: str) -> web.StreamResponse:
+    if isinstance(exc, GatewayError):
         return error_response(exc, rid)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         status = exc.status
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
             status, "http_error")
@@ -86,14 +118,10 @@ async def request_id_and_errors(request: web.Request, handler: Handler) -> web.S
             headers["Allow"] = exc.headers["Allow"]
         return web.Response(status=status, body=dumps(body), content_type="application/json",
                             headers=headers)
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": rid})
-        status, body_bytes, headers = internal_error_parts(rid)
-        return web.Response(status=status, body=body_bytes, content_type="application/json",
-                            headers=headers)
-    if not resp.prepared:
-        resp.headers["x-request-id"] = rid
-    return resp
+    log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+    status, body_bytes, headers = internal_error_parts(rid)
+    return web.Response(status=status, body=body_bytes, content_type="application/json",
+                        headers=headers)
 
 
 def tracking(inflight: set[asyncio.Task[Any]]) -> Any:
