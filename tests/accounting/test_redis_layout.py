@@ -80,3 +80,38 @@ async def test_redis_contents_equal_reference(redis_url: str) -> None:
         if ":day:" in name:
             assert 0 < await client.ttl(name) <= 30 * 86_400
     await client.aclose()
+
+
+async def test_one_increment_per_field_per_chunk_and_exact_big_sums(redis_url: str) -> None:
+    """A chunk's records that share a cell add to each hash field once (the script sums them);
+    sums that would pass 2^53 (where doubles stop being exact) are written in parts, exactly."""
+    client = aioredis.from_url(redis_url)
+    store = RedisUsageStore(client, prefix=PREFIX)
+    same = random_records(1)[0]
+    records = []
+    for i in range(SCRIPT_RECORDS):
+        r = UsageRecord.from_dict({**same.to_dict(), "request_id": f"same-{i}"})
+        r.prompt_tokens = 2**53 - 1 if i < 3 else 7  # three near-2^53 counts: two parts
+        records.append(r)
+    before = await client.info("commandstats")
+    assert await store.write_batch(records) == SCRIPT_RECORDS
+    stats = await client.info("commandstats")
+    calls = {k: v["calls"] - before.get(k, {"calls": 0})["calls"] for k, v in stats.items()}
+    want = reference(records)
+    fields = [f for per_hash in want.values() for f in per_hash]
+    floats = [f for f in fields if "cost_usd" in f]
+    assert len(fields) - len(floats) >= 8  # requests and prompt_tokens at least, 4 fields each
+    # one increment per field for the 16 records, but the 4 prompt_tokens fields in 4 parts
+    # (each 2^53-1 count starts a new part, and so does the first 7 after the last of them)
+    assert calls["cmdstat_hincrby"] == len(fields) - len(floats) + 4 * 3
+    assert calls["cmdstat_hincrbyfloat"] == len(floats)
+    got = {}
+    for name in want:
+        got[name] = {f.decode(): v.decode() for f, v in (await client.hgetall(name)).items()}
+    for name, fields in want.items():
+        for field, value in fields.items():
+            if field.startswith("cost_usd") or field.endswith("cost_usd"):
+                assert float(got[name][field]) == pytest.approx(value, rel=1e-12)
+            else:
+                assert int(got[name][field]) == value, (name, field)  # exact, as integers
+    await client.aclose()
