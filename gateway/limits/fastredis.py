@@ -85,6 +85,7 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
         self._watch: asyncio.TimerHandle | None = None  # one timer for every pending deadline
         self._watch_at = 0.0
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -108,8 +109,16 @@ class _Protocol(asyncio.Protocol):
             futs.append(fut)
         if deadline and (self._watch is None or deadline < self._watch_at):
             self._arm(deadline)
-        self.transport.write(packed)
+        out = self._out
+        out.append(packed)
+        if len(out) == 1:
+            self._loop.call_soon(self._flush)
         return futs
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _arm(self, when: float) -> None:
         if self._watch is not None:

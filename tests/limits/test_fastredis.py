@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.limits.fastredis import FastRedis, FastTarget, fast_target
-from gateway.limits.redis_backend import RedisBackend
+from gateway.limits.redis_backend import RedisBackend, merge_settles
 from gateway.limits.spec import Decision, LimitCheck, QuotaCheck
 from tests.limits.conftest import T0
 from tests.redis_fixture import RedisServer
@@ -246,3 +246,46 @@ async def test_evalsha_many_is_one_write_with_a_reply_or_error_per_call(
         assert await fast.fast.evalsha(picky, ["n2"], [1]) == 8  # replies still in step
     finally:
         await admin.aclose()
+
+
+async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_url: str) -> None:
+    """Commands sent by many tasks in the same event-loop iteration go to Redis in one write
+    (the connection flushes once per iteration), and each still gets its own reply, in order."""
+    fast, _ = pair
+    assert fast.fast is not None
+    admin = Redis.from_url(redis_url)
+    try:
+        incr = await admin.script_load("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        await fast.fast.evalsha(incr, ["warm"], [1])  # connected before counting writes
+        proto = fast.fast._proto
+        assert proto is not None
+        writes: list[bytes] = []
+        real_write = proto.transport.write  # type: ignore[union-attr]
+        proto.transport.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[union-attr,method-assign]
+        got = await asyncio.gather(*(fast.fast.evalsha(incr, ["c"], [i]) for i in range(1, 21)))
+        assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 20
+        assert list(got) == [sum(range(1, i + 1)) for i in range(1, 21)]  # in send order
+        # and a call alone still leaves at once (on the next iteration)
+        assert await fast.fast.evalsha(incr, ["c"], [1]) == 211
+        assert len(writes) == 2
+        proto.abort()  # a dropped connection: what was not yet written fails, nothing is sent
+        with pytest.raises(RedisConnectionError):
+            await proto.send(b"*1\r\n$4\r\nPING\r\n")
+    finally:
+        await admin.aclose()
+
+
+def test_settles_of_one_flush_merge_per_key_set() -> None:
+    """Settles queued together for the same keys and limits become one: token deltas, quota
+    tokens, USD and requests summed; other keys, limits or periods stay apart."""
+    a = (["rl:k", "rl:t", "q:k"], ["", 2, 1, 30, 0, 60, 1000, -1, 5000, 120, "0.5", 0, 1700000000])
+    b = (["rl:k", "rl:t", "q:k"], ["", 2, 1, -10, 0, 60, 1000, -1, 5000, 80, "0.25", 0, 1700000000])
+    other_key = (["rl:k2", "rl:t", "q:k2"], a[1])
+    other_period = (a[0], [*a[1][:-1], 1800000000])
+    merged = merge_settles([a, b, other_key, other_period])
+    assert merged == [
+        (a[0], ["", 2, 1, 20, 0, 60, 1000, -1, 5000, 200, "0.75", 0, 1700000000]),
+        other_key, other_period]
+    assert merge_settles([a]) == [a]
+    c = (["rl:k"], ["", 1, 0, -7, 0, 60, 1000])
+    assert merge_settles([c, c, c]) == [(["rl:k"], ["", 1, 0, -21, 0, 60, 1000])]
