@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.config import ConfigError, load_config
 from gateway.config.schema import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.metrics import CONFIG_RELOADS
 from gateway.streaming import cut_at_shutdown
 
@@ -201,6 +202,8 @@ class AppState:
             try:
                 self._refresh_provider_up()
                 await self._refresh_quotas()
+            except GatewayError as exc:  # Redis down with on_redis_error: closed (said once)
+                log.debug("health gauges not refreshed: %s", exc.message)
             except Exception:  # a gauge refresh must never stop the loop
                 log.exception("health gauge refresh failed")
             await asyncio.sleep(HEALTH_INTERVAL_S)

@@ -38,6 +38,7 @@ from gateway.http.handlers import check_content_type, context, decode_json, too_
 from gateway.http.keys import STATE
 from gateway.http.middleware import error_parts, internal_error_parts, request_ids
 from gateway.pipeline import Reply
+from gateway.streaming import cut_at_shutdown
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +473,7 @@ class FastServer:
             return
         _, late = await asyncio.wait(tasks, timeout=timeout)
         for task in late:
-            task.cancel()
+            cut_at_shutdown(task)  # recorded and answered as cut by the shutdown
         if late:
             await asyncio.wait(late, timeout=1.0)
 

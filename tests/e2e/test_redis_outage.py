@@ -112,3 +112,27 @@ async def test_usage_recorded_during_outage_is_kept(own_redis: RedisServer,
     assert row["requests"] == 9
     assert row["prompt_tokens"] == 3 * 10 + 4 * 100 + 2 * 1000
     assert row["completion_tokens"] == 3 * 1 + 4 * 10 + 2 * 100
+
+
+async def test_closed_mode_outage_does_not_flood_the_log_with_gauge_errors(
+        make_gateway: MakeGateway, caplog: Any) -> None:
+    """With Redis unreachable and `on_redis_error: closed`, the team-quota gauge cannot be read
+    (the limiter answers 503): the health loop says so at debug level, not with an error and a
+    traceback at every interval (the outage itself is logged once, with its cause)."""
+    import logging
+
+    from tests.redis_fixture import free_port
+
+    caplog.set_level(logging.DEBUG, logger="gateway.lifecycle")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    gw = await make_gateway(dead, state={"redis_url": dead, "on_redis_error": "closed",
+                                         "redis_budget_ms": 200})
+
+    async def skipped() -> bool:
+        return any(r.getMessage().startswith("health gauges not refreshed") for r in caplog.records)
+
+    await eventually(skipped, 3.0, "the health loop's debug line")
+    assert await status_of(gw) == 503
+    assert not [r for r in caplog.records if r.getMessage() == "health gauge refresh failed"]
+    outage = [r.getMessage() for r in caplog.records if r.getMessage().startswith("redis unavailable")]
+    assert len(outage) == 1 and "refuse with 503" in outage[0] and "connect" in outage[0].lower()
