@@ -72,18 +72,15 @@ def merge_settles(batch: list[tuple[list[str], list[str | int]]],
         return batch
     merged: dict[tuple[Any, ...], tuple[list[str], list[str | int]]] = {}
     for keys, args in batch:
-        n_limits, n_quotas = int(args[1]), int(args[2])
-        head = 5 + 2 * n_limits
-        same = (tuple(keys), args[0], args[4], tuple(args[1:3]), tuple(args[5:head]),
-                tuple(args[head + 4 * j + 3] for j in range(n_quotas)))
+        # everything but the amounts: keys, now, L, Q, back, the limits, the quotas' expiry
+        same = (len(keys), *keys, *args[:3], *args[4:5 + 2 * int(args[1])], *args[8 + 2 * int(args[1])::4])
         into = merged.get(same)
         if into is None:
             merged[same] = (keys, list(args))
             continue
         acc = into[1]
         acc[3] = int(acc[3]) + int(args[3])
-        for j in range(n_quotas):
-            at = head + 4 * j
+        for at in range(5 + 2 * int(args[1]), len(args), 4):  # each quota's amounts
             acc[at] = int(acc[at]) + int(args[at])
             acc[at + 1] = _sum_usd(acc[at + 1], args[at + 1])
             acc[at + 2] = int(acc[at + 2]) + int(args[at + 2])
