@@ -25,11 +25,6 @@ import re
 from collections import OrderedDict, deque
 from typing import Callable, Literal, Sequence
 
-from redis.exceptions import (
-    AskError, ClusterCrossSlotError, ClusterDownError, DataError, NoPermissionError, NoScriptError,
-    OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, TryAgainError,
-)
-
 from gateway.accounting.memory_store import UsageWriter, dedup_key
 from gateway.accounting.record import UsageRecord
 
@@ -49,8 +44,6 @@ _TRANSIENT_CODES = frozenset({
 # the same codes inside a wrapped reply (Redis < 7: "ERR Error running script ...: -OOM ...")
 _TRANSIENT_CODE_IN_TEXT = re.compile(r"(?:^|-)(?:%s)\b" % "|".join(sorted(_TRANSIENT_CODES)))
 _TRANSIENT_TEXT = ("max number of clients reached", "script killed")
-_TRANSIENT_REDIS = (AskError, ClusterCrossSlotError, ClusterDownError, NoPermissionError,
-                    NoScriptError, OutOfMemoryError, ReadOnlyError, TryAgainError)
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -58,8 +51,25 @@ def is_permanent(exc: BaseException) -> bool:
     encode (TypeError, ValueError, OverflowError, redis-py's DataError) or an error reply from
     Redis (e.g. a script error) that is not one of the "not now" replies above. Everything
     else (connection lost, timeouts, OSError, any other exception) may pass and is retried."""
+    if type(exc).__module__.startswith("redis"):
+        return _redis_permanent(exc)
+    if isinstance(exc, OSError):
+        return False
+    return isinstance(exc, (TypeError, ValueError, OverflowError))
+
+
+def _redis_permanent(exc: BaseException) -> bool:
+    # imported here, not at the top: redis-py (and the OpenTelemetry SDK it loads when present)
+    # costs ~11 MiB of RSS that a gateway without Redis never needs; an exception of its own
+    # means it is loaded already
+    from redis.exceptions import (
+        AskError, ClusterCrossSlotError, ClusterDownError, DataError, NoPermissionError,
+        NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, TryAgainError,
+    )
+
     if isinstance(exc, ResponseError):
-        if isinstance(exc, _TRANSIENT_REDIS):
+        if isinstance(exc, (AskError, ClusterCrossSlotError, ClusterDownError, NoPermissionError,
+                            NoScriptError, OutOfMemoryError, ReadOnlyError, TryAgainError)):
             return False
         text = str(exc)
         code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
