@@ -91,6 +91,7 @@ class Call:
     estimate: int = 0  # tokens reserved for this request (provider-account tpm)
     span: Any = None  # the OpenTelemetry request span (tracing on)
     held: list[Any] = field(default_factory=list)  # provider-account limit reservations
+    current: Target | None = None  # the target of the attempt in flight (or the last one)
 
 
 class _Unavailable(Exception):
@@ -228,6 +229,7 @@ class Dispatcher:
             raise _Unavailable()
         remaining = call.deadline - time.monotonic()
         provider = target.provider.name
+        call.current = target
         if remaining <= 0:
             exc = UpstreamTimeout("the request's time budget (timeouts.total_s) ran out",
                                   provider=provider)

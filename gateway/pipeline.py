@@ -129,13 +129,14 @@ class Pipeline:
         svc = self.svc
         resolved = svc.routes.resolve(req.model)
         route = st.route = resolved.route
-        ctx.principal.check_model(req.model, route.id)
+        principal: Principal = ctx.principal  # type: ignore[assignment]  # set by _admit
+        principal.check_model(req.model, route.id)
         if max_tokens is None:
             max_tokens = _default_max(route)
-        st.reservation = await svc.res.limits.acquire(ctx.principal, route,
+        st.reservation = await svc.res.limits.acquire(principal, route,
                                                       prompt_estimate + max_tokens)
         ctx.headers.update(st.reservation.headers)
-        call = st.call = Call(req, resolved, ctx.principal.may_use,
+        call = st.call = Call(req, resolved, principal.may_use,
                               time.monotonic() + (route.timeouts.total_s or 600.0),
                               estimate=prompt_estimate + max_tokens, span=st.span)
         svc.recorder.dispatching(st)
@@ -217,10 +218,16 @@ def _failed(st: Any, exc: BaseException) -> GatewayError | None:
     """Record why the request failed. Returns the error to raise instead of `exc`: for a request
     cut by the shutdown, the 503 its client is sent (the cancellation is absorbed)."""
     rec = st.record
-    if st.call is not None and st.call.attempts and not rec.provider:
-        last = st.call.attempts[-1]  # the request reached an upstream: say which one
-        rec.provider, rec.upstream_model = last.provider, last.model
-        st.ctx.headers["x-modelyard-provider"] = last.provider
+    if st.call is not None and not rec.provider:
+        # the request reached an upstream (or was waiting on one when it was cut): say which
+        if st.call.attempts:
+            last = st.call.attempts[-1]
+            rec.provider, rec.upstream_model = last.provider, last.model
+        elif st.call.current is not None:
+            rec.provider = st.call.current.provider.name
+            rec.upstream_model = st.call.current.model
+        if rec.provider:
+            st.ctx.headers["x-modelyard-provider"] = rec.provider
     if isinstance(exc, GatewayError):
         st.failed(exc)
         exc.headers.update({k: v for k, v in st.ctx.headers.items() if k not in exc.headers})

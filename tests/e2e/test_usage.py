@@ -254,6 +254,7 @@ async def test_client_disconnects_are_recorded_once(mode_url: str, make_gateway:
     assert s.cut == "client_disconnected" and s.stream and s.provider == "up"
     [p] = [r for r in recs.values() if r.extra.get("client_request_id") == "leaver-1"]
     assert p.cut == "client_disconnected" and p.status == 499
+    assert p.provider == "up"  # the upstream it was waiting on, though no attempt had ended
     [row] = await usage_rows(gw, "user=eve&group_by=user")
     assert row["requests"] == 2
 
