@@ -35,7 +35,7 @@ async def records(gw: Any, jsonl: Path) -> dict[str, UsageRecord]:
     return {r.extra.get("client_request_id", r.request_id): r for r in read_jsonl(jsonl)}
 
 
-def requests_total(status: str, provider: str = "none") -> float:
+def requests_total(status: str, provider: str = "fakeai") -> float:
     return REGISTRY.get_sample_value("modelyard_requests_total",
                                      {"model": MODEL, "provider": provider, "status": status}) or 0
 
@@ -60,7 +60,7 @@ async def test_a_request_waiting_for_upstream_gets_a_503_and_records_the_shutdow
     assert state.inflight == 0
     rec = (await records(gw, jsonl))["plain-1"]
     assert (rec.status, rec.cut, rec.error_type) == (503, "shutdown", "gateway_shutdown")
-    # the metrics count what the client was sent, as the record does
+    # the metrics count what the client was sent, as the record does, with the provider waited on
     assert (requests_total("503"), requests_total("499")) == (before[0] + 1, before[1])
     await asyncio.wait_for(fake.requests[0].finished.wait(), 5)
     assert fake.requests[0].client_gone  # the upstream call was cancelled
