@@ -110,6 +110,9 @@ class _Protocol(asyncio.Protocol):
         if deadline and (self._watch is None or deadline < self._watch_at):
             self._arm(deadline)
         out = self._out
+        if not out and len(self.pending) == count:  # nothing in flight: no one to wait for
+            self.transport.write(packed)
+            return futs
         out.append(packed)
         if len(out) == 1:
             self._loop.call_soon(self._flush)
