@@ -14,6 +14,7 @@ from gateway.config import parse_config
 from gateway.types import dumps
 
 KEY = "sk-unreadable-test-1234"
+CALLS = web.AppKey("calls", dict)
 
 ODD_MESSAGES: list[tuple[int, Any]] = [
     (200, {"id": "msg_1", "type": "message", "role": "assistant", "content": 5,
@@ -55,7 +56,7 @@ def make_upstream(answers: list[tuple[int, Any]], stream: bytes = b"") -> web.Ap
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/chat/completions", completions)
-    app["calls"] = calls
+    app[CALLS] = calls
     return app
 
 
@@ -78,7 +79,7 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any, stream: bytes = b"",
     server = await aiohttp_server(upstream)
     cfg = config(str(server.make_url("")).rstrip("/"))
     client = await aiohttp_client(create_app(parse_config(yaml.safe_dump(cfg), env={})))
-    return client, upstream["calls"]
+    return client, upstream[CALLS]
 
 
 @pytest.mark.parametrize("answer", ODD_MESSAGES, ids=["content-number", "block-number", "error-list"])
