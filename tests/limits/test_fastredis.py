@@ -222,6 +222,16 @@ async def test_reconciles_go_through_the_fast_path_and_survive_noscript(pair: Pa
         assert results[0] == results[1] == 10_000 - 6 * 100  # every estimate refunded but 100
 
 
+def recorded_writes(fast: FastRedis) -> tuple[Any, list[bytes]]:
+    """The open connection of `fast` and the list its transport's writes are recorded in."""
+    proto = fast._proto
+    assert proto is not None and proto.transport is not None
+    writes: list[bytes] = []
+    real_write = proto.transport.write
+    proto.transport.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[method-assign]
+    return proto, writes
+
+
 async def test_evalsha_many_is_one_write_with_a_reply_or_error_per_call(
         pair: Pair, redis_url: str) -> None:
     fast, slow = pair
@@ -232,11 +242,7 @@ async def test_evalsha_many_is_one_write_with_a_reply_or_error_per_call(
             "if ARGV[1] == 'bad' then return redis.error_reply('bad call') end "
             "return redis.call('INCRBY', KEYS[1], ARGV[1])")
         await fast.fast.evalsha(picky, ["warm"], [1])  # connected before counting writes
-        proto = fast.fast._proto
-        assert proto is not None
-        writes: list[bytes] = []
-        real_write = proto.transport.write  # type: ignore[union-attr]
-        proto.transport.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[union-attr,method-assign]
+        proto, writes = recorded_writes(fast.fast)
         got = await fast.fast.evalsha_many(picky, [(["n1"], [2]), (["n1"], ["bad"]),
                                                    (["n1"], [5]), (["n2"], [7])])
         assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 4
@@ -258,11 +264,7 @@ async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_
     try:
         incr = await admin.script_load("return redis.call('INCRBY', KEYS[1], ARGV[1])")
         await fast.fast.evalsha(incr, ["warm"], [1])  # connected before counting writes
-        proto = fast.fast._proto
-        assert proto is not None
-        writes: list[bytes] = []
-        real_write = proto.transport.write  # type: ignore[union-attr]
-        proto.transport.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[union-attr,method-assign]
+        proto, writes = recorded_writes(fast.fast)
         got = await asyncio.gather(*(fast.fast.evalsha(incr, ["c"], [i]) for i in range(1, 21)))
         assert [w.count(b"EVALSHA") for w in writes] == [1, 19]
         assert list(got) == [sum(range(1, i + 1)) for i in range(1, 21)]  # in send order
