@@ -46,7 +46,10 @@ SCRIPT_RECORDS = 16  # records per script call: Redis runs nothing else while a 
 # The counted records' increments are summed per hash field in Lua and written once per field
 # (records of one chunk mostly share their cells and key buckets: ~16 calls a record become ~2);
 # integer sums stay below 2^53, where doubles are exact.
-# Returns the number of records counted (not seen before).
+# Nothing is written when the stream or a hash has another type (an error names it: the sink
+# splits the batch and drops only the records that count there). An increment that still fails
+# (an integer overflow) does not stop the others: the reply says so.
+# Returns {records counted (not seen before), increments that failed, the first failure's text}.
 WRITE_BATCH_LUA = """
 local METRICS = {'requests', 'errors', 'unpriced', 'prompt_tokens', 'completion_tokens',
                  'cached_tokens', 'reasoning_tokens'}
@@ -56,13 +59,30 @@ local A = cjson.decode(ARGV[4])
 local n = #A / W
 local counted = 0
 local ints, floats, expiring = {}, {}, {}
+local want = {[KEYS[1]] = 'stream'}
+for k = n + 2, #KEYS do want[KEYS[k]] = 'hash' end
+for key, kind in pairs(want) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= kind and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE usage key ' .. key .. ' holds a ' .. t .. ', not a ' .. kind)
+  end
+end
+
+local failed, first = 0, ''
+local function write(cmd, h, f, v)
+  local r = redis.pcall(cmd, h, f, v)
+  if type(r) == 'table' and r.err then
+    failed = failed + 1
+    if first == '' then first = h .. ' ' .. f .. ': ' .. r.err end
+  end
+end
 
 local function add(h, f, v)
   local t = ints[h]
   if not t then t = {}; ints[h] = t end
   local sum = (t[f] or 0) + v
   if sum > EXACT then  -- past exact doubles: write what was summed so far, start again
-    if t[f] then redis.call('HINCRBY', h, f, string.format('%d', t[f])) end
+    if t[f] then write('HINCRBY', h, f, string.format('%d', t[f])) end
     sum = v
   end
   t[f] = sum
@@ -103,13 +123,13 @@ for j = 0, n - 1 do
   end
 end
 for h, t in pairs(ints) do
-  for f, v in pairs(t) do redis.call('HINCRBY', h, f, string.format('%d', v)) end
+  for f, v in pairs(t) do write('HINCRBY', h, f, string.format('%d', v)) end
 end
 for h, t in pairs(floats) do
-  for f, v in pairs(t) do redis.call('HINCRBYFLOAT', h, f, string.format('%.17g', v)) end
+  for f, v in pairs(t) do write('HINCRBYFLOAT', h, f, string.format('%.17g', v)) end
 end
 for h in pairs(expiring) do redis.call('EXPIRE', h, ARGV[3]) end
-return counted
+return {counted, failed, first}
 """
 
 
@@ -209,7 +229,15 @@ class RedisUsageStore:
                 counted = await self.fast.evalsha(self._script.sha, keys, args)
             except NoScriptError:  # a flushed or restarted server: redis-py loads it again
                 counted = await self._script(keys=keys, args=args)
-        return int(counted)
+        return self._counted(counted)
+
+    def _counted(self, reply: Any) -> int:
+        """The script's reply: records counted, increments that failed, the first failure."""
+        counted, failed, first = int(reply[0]), int(reply[1]), _text(reply[2])
+        if failed:  # the records are counted (stream, seen keys) but not all their sums are
+            log.error("usage: %d usage increments could not be written to Redis (first: %s); "
+                      "the totals of those fields are short", failed, first[:300])
+        return counted
 
     async def cells(self, days: Sequence[str]) -> list[CellDay]:
         if not days:
