@@ -182,42 +182,53 @@ def cross_check(cfg: GatewayConfig) -> list[str]:
 
 
 _CERT_REQS = ("none", "optional", "required")
-_BOOLS = ("0", "1", "true", "false", "yes", "no", "t", "f", "y", "n")
+_BOOLS = ("0", "1", "true", "false", "yes", "no")
 _BOOL_PARAMS = ("ssl_check_hostname", "ssl_validate_ocsp", "ssl_validate_ocsp_stapled",
                 "socket_keepalive", "retry_on_timeout", "legacy_responses", "cluster")
+_ENCODE = "percent-encode the reserved characters / ? # @ : % of a password (or user name)"
 
 
 def redis_url_problems(url: str) -> list[str]:
     """What redis-py would reject or silently misread in a Redis URL, found before start-up
-    (a bad value otherwise shows up as a Redis outage that never ends). The messages never
-    quote the URL: it may hold a password."""
+    (a bad value otherwise shows up as a Redis outage that never ends). No message quotes any
+    part of the URL: a password with a reserved character shifts the parts around, so the
+    host, path or port seen here may be a piece of it."""
     from redis.connection import parse_url
 
     from gateway.limits.connection import split_cluster_url
 
+    if "://" not in url:
+        return ["the URL must start with redis://, rediss://, unix:// (or redis+cluster://, "
+                "rediss+cluster://)"]
     parts = urlsplit(url)
     scheme = parts.scheme.removesuffix("+cluster")
     if scheme not in ("redis", "rediss", "unix"):
-        return [f"the scheme must be redis://, rediss://, unix:// (or redis+cluster://, "
-                f"rediss+cluster://); got {parts.scheme + '://' if parts.scheme else 'none'}"]
+        return ["the scheme must be redis://, rediss://, unix:// (or redis+cluster://, "
+                "rediss+cluster://)"]
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment or parts.fragment:
+        return [f"the URL has parts after the host that look like a password's: {_ENCODE}"]
     out: list[str] = []
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    for name, value in query:
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "ssl_cert_reqs" and value not in _CERT_REQS:
-            out.append(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}; got {value!r}")
+            out.append(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
         elif name in _BOOL_PARAMS and value.lower() not in _BOOLS and value != "":
-            out.append(f"{name} must be true or false; got {value!r}")
+            out.append(f"{name} must be one of {', '.join(_BOOLS)}")
     if scheme != "unix":
         db = parts.path.strip("/")
         if db and not db.isdigit():
-            out.append(f"the database in the path must be a number (e.g. /0); got {db!r}")
+            out.append("the database in the path must be a number (e.g. /0)")
+        try:
+            parts.port
+        except ValueError:
+            return [f"the port is not a number ({_ENCODE})"]
     plain, cluster = split_cluster_url(url)
     if cluster and scheme == "unix":
         out.append("a cluster is not reached through a unix socket")
-    try:
-        parse_url(plain)
-    except ValueError as exc:
-        out.append(str(exc))
+    if not out:
+        try:
+            parse_url(plain)
+        except ValueError:
+            out.append(f"redis-py cannot read the URL ({_ENCODE})")
     return out
 
 
