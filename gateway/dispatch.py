@@ -279,9 +279,14 @@ class Dispatcher:
                         result = adapter.parse_embeddings_response(raw, req, target)
             except _UNREADABLE as exc:  # an answer of a shape the adapter did not expect
                 resp.close()
-                raise UpstreamProtocolError(
+                # with its traceback: an odd answer, or a bug of ours in the adapter
+                log.warning("the %s adapter could not read an answer of provider '%s'",
+                            target.provider.adapter, provider, exc_info=True)
+                err = UpstreamProtocolError(
                     f"provider '{provider}' sent a {status} answer the gateway could not read "
-                    f"({type(exc).__name__})", provider=provider) from exc
+                    f"({type(exc).__name__})", provider=provider)
+                err.retryable = False  # not the same target again (a billed call each time)
+                raise err from exc
         except UpstreamError as exc:
             self._failed(call, route, target, started, status, exc, probe)
             if span is not None:
