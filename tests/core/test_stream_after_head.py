@@ -20,6 +20,7 @@ from gateway.http.middleware import HEAD_SENT, request_id_and_errors
 from gateway.pipeline import StreamReply
 from tests.core.conftest import MakeGateway
 from tests.core.support import KEY_ALL, base_config, with_changes
+from tests.e2e.support import eventually
 from tests.fakes import FakeOpenAI, Stream, text_stream
 
 DONE = b"data: [DONE]\n\n"
@@ -211,10 +212,11 @@ async def test_a_client_leaving_mid_write_is_recorded_with_its_cut(
     writer.write(chunked_request().replace(b"Host: gw", b"Host: gw\r\nx-request-id: leaver-aio"))
     await fake.wait_requests(1)
     await asyncio.wait_for(fake.requests[-1].finished.wait(), 5)
-    for _ in range(50):
-        if any(r.name == "modelyard.access" for r in caplog.records):
-            break
-        await asyncio.sleep(0.01)
+
+    async def logged() -> bool:
+        return any(r.name == "modelyard.access" for r in caplog.records)
+
+    await eventually(logged, 5.0, "the access line of the request whose client left")
     writer.close()
     [line] = [r for r in caplog.records
               if r.name == "modelyard.access" and r.access["request_id"] == "leaver-aio"]

@@ -270,7 +270,17 @@ async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_
         assert list(got) == [sum(range(1, i + 1)) for i in range(1, 21)]  # in send order
         assert await fast.fast.evalsha(incr, ["c"], [1]) == 211  # alone: at once
         assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1]
-        proto.abort()  # a dropped connection: what was not yet written fails, nothing is sent
+        # a dropped connection: a command still waiting for the iteration's write fails and
+        # is never sent (the first, written at once, fails too: its reply cannot come)
+        at_once = asyncio.ensure_future(fast.fast.evalsha(incr, ["c"], [1000]))
+        behind = asyncio.ensure_future(fast.fast.evalsha(incr, ["c"], [1000]))
+        await asyncio.sleep(0)  # both tasks send: the first is written, the second waits
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1, 1]
+        proto.abort()
+        for task in (at_once, behind):
+            with pytest.raises(RedisConnectionError):
+                await task
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1, 1]  # nothing more went out
         with pytest.raises(RedisConnectionError):
             await proto.send(b"*1\r\n$4\r\nPING\r\n")
     finally:
