@@ -3,6 +3,8 @@
 CPU per request = (utime+stime after - before) of the target's process tree / requests wrk
 completed. `sut_busy` and `mock_busy` are CPU seconds / wall seconds of the target and of the
 mock during the run: a mock near 1.0 would mean the upstream, not the target, was the limit.
+`redis_us` is the Redis server's CPU per request during the run (NaN for targets without
+Redis): every replica of a fleet shares one single-threaded Redis, so this bounds the fleet.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Sample:
     cpu_us: float  # per request
     sut_busy: float
     mock_busy: float
+    redis_us: float = float("nan")  # the Redis server's CPU per request (Redis targets only)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Runner:
     threads: int
     gateway_key: str
     mock: Target
+    redis_pid: int | None = None  # the benchmark's redis-server (its CPU per request)
     scripts: dict[tuple[str, bool], Path] = field(default_factory=dict)
 
     def script(self, sc: Scenario, native: bool) -> Path:
@@ -72,25 +76,29 @@ class Runner:
     def url(self, t: Target, sc: Scenario) -> str:
         return t.url + request_for(sc, t.native, self.gateway_key).path
 
-    def load(self, t: Target, sc: Scenario, duration_s: float) -> tuple[WrkResult, float, float]:
-        """wrk once; (result, target CPU seconds, mock CPU seconds)."""
+    def load(self, t: Target, sc: Scenario, duration_s: float
+             ) -> tuple[WrkResult, float, float, float]:
+        """wrk once; (result, CPU seconds of the target, of the mock, of Redis)."""
         if not t.proc.alive():
             raise HarnessError(f"{t.name} died; log tail:\n{t.proc.tail()}")
-        cpu0, mock0 = cpu_seconds(t.proc.pid), cpu_seconds(self.mock.proc.pid)
+        pids = (t.proc.pid, self.mock.proc.pid, self.redis_pid)
+        before = [cpu_seconds(p) if p else 0.0 for p in pids]
         res = run_wrk(self.wrk, self.url(t, sc), self.script(sc, t.native),
                       connections=sc.concurrency, duration_s=duration_s, cpus=self.aux_cpus,
                       threads=self.threads, timeout_s=10 if t.name != "litellm" else 30)
-        cpu1, mock1 = cpu_seconds(t.proc.pid), cpu_seconds(self.mock.proc.pid)
-        return res, cpu1 - cpu0, mock1 - mock0
+        after = [cpu_seconds(p) if p else 0.0 for p in pids]
+        cpu, mock, redis = (a - b for a, b in zip(after, before))
+        return res, cpu, mock, redis
 
     def sample(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> Sample:
-        res, cpu, mock_cpu = self.load(t, sc, duration_s)
+        res, cpu, mock_cpu, redis_cpu = self.load(t, sc, duration_s)
         nan = float("nan")
         per_req = cpu / res.requests * 1e6 if res.requests else nan
+        redis_us = redis_cpu / res.requests * 1e6 if res.requests and t.uses_redis else nan
         wall = res.duration_s or duration_s
         lat = (res.p50_ms, res.p90_ms, res.p99_ms) if res.requests else (nan, nan, nan)
         return Sample(t.name, sc.name, rnd, res.rps, *lat, res.requests, res.errors, per_req,
-                      cpu / wall, mock_cpu / wall)
+                      cpu / wall, mock_cpu / wall, redis_us)
 
     def ttfb(self, t: Target, sc: Scenario, rnd: int, duration_s: float) -> TtfbSample:
         req = request_for(sc, t.native, self.gateway_key)
@@ -112,7 +120,7 @@ class Runner:
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < total_s - 1:
             step = min(step_s, total_s - (time.perf_counter() - t0))
-            res, _, _ = self.load(t, sc, max(1.0, step))
+            res, _, _, _ = self.load(t, sc, max(1.0, step))
             if res.errors:
                 raise HarnessError(f"{t.name}: errors during the soak")
             points.append((time.perf_counter() - t0, rss_mib(t.proc.pid)))

@@ -134,6 +134,11 @@ def extras(res: Results, agg: dict[tuple[str, str], rp.Agg]) -> list[str]:
         out.append(f"- Limit check, Redis vs in-process (issue 5; c=1, Redis minus in-process): "
                    f"p50 {r.p50 - m.p50:+.3f} ms, p99 {r.p99 - m.p99:+.3f} ms, CPU "
                    f"{r.cpu_us - m.cpu_us:+.0f} µs/request")
+    shared = [f"{sc} {a.redis_us:.0f} µs" for (t, sc), a in sorted(agg.items())
+              if t == rp.FULL and not math.isnan(a.redis_us)]
+    if shared:
+        out.append("- Redis CPU per request (the one Redis every replica shares, what bounds a "
+                   "fleet), modelyard-redis: " + ", ".join(shared))
     busy = max((a.mock_busy for (t, _), a in agg.items() if t != "direct"), default=0.0)
     out.append(f"- The mock's busiest share of its CPU while serving a gateway: {busy:.0%} "
                "(well below 100 %: the upstream was not the limit)" if busy < 0.8 else

@@ -31,6 +31,7 @@ class Agg:
     mock_busy: float
     rounds_rps: tuple[float, ...]
     rounds_cpu: tuple[float, ...]
+    redis_us: float = float("nan")  # the Redis server's CPU per request (Redis targets)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def aggregate(res: Results) -> dict[tuple[str, str], Agg]:
                    _med([s.p90_ms for s in v]), _med([s.p99_ms for s in v]),
                    _med([s.cpu_us for s in v]), sum(s.errors for s in v),
                    sum(s.requests for s in v), _med([s.mock_busy for s in v]),
-                   tuple(s.rps for s in v), tuple(s.cpu_us for s in v))
+                   tuple(s.rps for s in v), tuple(s.cpu_us for s in v),
+                   _med([s.redis_us for s in v]))
             for k, v in groups.items()}
 
 

@@ -184,8 +184,9 @@ def run(opts: Options) -> Results:
         gateways = _gateways(b, opts, no_litellm, res)
         everything += gateways
         ts = [mock] + _start_all(gateways, res)
-        _measure_all(Runner(wrk, tmp, cpus.aux, cpus.aux_count, b.gateway_key, mock), ts, opts,
-                     res)
+        runner = Runner(wrk, tmp, cpus.aux, cpus.aux_count, b.gateway_key, mock,
+                        redis_pid=redis.proc.pid if redis.proc is not None else None)
+        _measure_all(runner, ts, opts, res)
         _observe(b, ts, redis, res)
     finally:
         for t in reversed(everything):

@@ -61,6 +61,7 @@ class Target:
     idle_rss_mib: float = 0.0
     loaded_rss_mib: float = 0.0
     notes: list[str] = field(default_factory=list)
+    uses_redis: bool = False  # its state is in the benchmark's redis-server
 
     @property
     def url(self) -> str:
@@ -121,7 +122,7 @@ def modelyard_target(b: Bench, *, redis: bool, workers: int = 1) -> Target:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
         argv += ["--workers", str(workers)]
         cpus = b.cpus.sut2
-    return Target(name, port, False, b.proc(name, argv, cpus, env), "/readyz")
+    return Target(name, port, False, b.proc(name, argv, cpus, env), "/readyz", uses_redis=redis)
 
 
 def litellm_target(b: Bench) -> Target:
