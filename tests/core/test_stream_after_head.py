@@ -120,6 +120,23 @@ async def test_an_error_after_done_just_ends_the_stream(gw: Any, conn: Any,
     assert body == b"data: 1\n\n" + DONE  # no error event after [DONE]
 
 
+def break_gateway_writes(monkeypatch: Any, *, after: int, error: Exception) -> None:
+    """The gateway's answer (not the fake upstream's: it has no x-request-id) writes `after`
+    times, then every write raises `error`."""
+    writes = 0
+    real_write = web.StreamResponse.write
+
+    async def write(self: web.StreamResponse, data: bytes) -> None:
+        nonlocal writes
+        if "x-request-id" in self.headers:
+            writes += 1
+            if writes > after:
+                raise error
+        await real_write(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", write)
+
+
 async def test_a_stream_that_cannot_be_ended_closes_the_connection(
         fake: FakeOpenAI, make_gateway: MakeGateway, conn: Any, monkeypatch: Any,
         tmp_path: Path) -> None:
@@ -128,18 +145,7 @@ async def test_a_stream_that_cannot_be_ended_closes_the_connection(
                                          usage={"jsonl_path": str(jsonl)}))
     hold = asyncio.Event()
     fake.push(Stream(text_stream(["a", "b"]), pause={2: hold}))
-    writes = 0
-    real_write = web.StreamResponse.write
-
-    async def write(self: web.StreamResponse, data: bytes) -> None:
-        nonlocal writes
-        if "x-request-id" in self.headers:  # the gateway's answer (not the fake upstream's)
-            writes += 1
-            if writes > 1:  # the first frame goes out, then the response breaks
-                raise RuntimeError("the writer broke")
-        await real_write(self, data)
-
-    monkeypatch.setattr(web.StreamResponse, "write", write)
+    break_gateway_writes(monkeypatch, after=1, error=RuntimeError("the writer broke"))
     reader, writer = await conn(gw.server.port)
     writer.write(chunked_request())
     hold.set()
@@ -196,18 +202,7 @@ async def test_a_client_leaving_mid_write_is_recorded_with_its_cut(
     caplog.set_level(logging.INFO, logger="modelyard.access")
     gw = await make_gateway(base_config(fake.base_url))
     fake.push(Stream(text_stream([f"w{i} " for i in range(40)]), split=200))
-    writes = 0
-    real_write = web.StreamResponse.write
-
-    async def write(self: web.StreamResponse, data: bytes) -> None:
-        nonlocal writes
-        if "x-request-id" in self.headers:  # the gateway's answer (not the fake upstream's)
-            writes += 1
-            if writes > 2:
-                raise ConnectionResetError("the client left")
-        await real_write(self, data)
-
-    monkeypatch.setattr(web.StreamResponse, "write", write)
+    break_gateway_writes(monkeypatch, after=2, error=ConnectionResetError("the client left"))
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
     writer.write(chunked_request().replace(b"Host: gw", b"Host: gw\r\nx-request-id: leaver-aio"))
     await fake.wait_requests(1)
