@@ -61,7 +61,7 @@ async def _serve_one(cfg: Any, config_path: str, host: str | None, port: int | N
     from aiohttp import web
 
     from gateway.app import create_app
-    from gateway.http.fastserver import FastRunner
+    from gateway.http.fastrunner import FastRunner
     from gateway.http.keys import STATE
 
     started = time.perf_counter()

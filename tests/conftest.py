@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseRunner, TestServer
 
-from gateway.http.fastserver import FastRunner
+from gateway.http.fastrunner import FastRunner
 from gateway.http.keys import STATE
 
 from tests.redis_fixture import RedisCluster, RedisServer

@@ -13,49 +13,35 @@ or compressed body, a malformed head — hands the connection over to aiohttp's 
 start of that request with every byte of it: aiohttp answers it (its 400s, 404s and 405s
 included) and keeps the connection from then on.
 
-`FastRunner` is an `aiohttp.web.AppRunner` whose server speaks this protocol: `serve` and the
-test fixtures use it, so the whole test suite goes through it.
+Which heads take this path and the request read from them: `hotrequest.py`. The listening side
+(the protocol factory, keep-alive sweep, graceful shutdown, the `AppRunner` that `serve` and the
+test fixtures use, so the whole test suite goes through this protocol): `fastrunner.py`.
 """
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import logging
-import re
 import time
 from collections.abc import Callable
 from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from aiohttp.helpers import parse_content_type
 from aiohttp.tcp_helpers import tcp_keepalive
-from multidict import CIMultiDict
 
 from gateway.errors import GatewayError
 from gateway.http.handlers import check_content_type, context, decode_json, too_large
-from gateway.http.keys import STATE
+from gateway.http.hotrequest import MAX_HEAD, HotRequest, media_type, parse_head
 from gateway.http.middleware import error_parts, internal_error_parts, request_ids
 from gateway.pipeline import Reply
-from gateway.streaming import cut_at_shutdown
+
+if TYPE_CHECKING:
+    from gateway.http.fastrunner import FastServer
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long
-SWEEP_S = 5.0  # how often idle connections are looked for
-MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp, which refuses it with its own limits
 MAX_BUFFERED = 256 * 1024  # pipelined bytes kept while a request is answered: then reading pauses
-MAX_LINE = 8190  # aiohttp's own limits: a longer line or more fields go to it, which refuses them
-MAX_FIELDS = 128
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_HEAD = re.compile(  # the whole head but its final CRLF CRLF: request line, then field lines
-    rb"POST (/v1/chat/completions|/chat/completions|/v1/embeddings)(?:\?[!-~]*)? HTTP/1\.1"
-    rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*")
-_KINDS = {b"/v1/chat/completions": "chat", b"/chat/completions": "chat",
-          b"/v1/embeddings": "embeddings"}
-_HANDED_OVER = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
 _OURS = frozenset(("content-type", "content-length", "transfer-encoding", "connection", "date",
                    "x-request-id"))
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -79,56 +65,6 @@ class _Date:
 _date = _Date()
 
 
-class _Request:
-    __slots__ = ("body", "headers", "kind", "left", "length", "too_large", "waiter")
-
-    def __init__(self, kind: str, headers: CIMultiDict[str], length: int) -> None:
-        self.kind = kind
-        self.headers = headers
-        self.length = length
-        self.body: bytes | bytearray = b""
-        self.left = 0  # body bytes still to come
-        self.too_large = False  # over server.max_body_mb: the body is skipped, never kept
-        self.waiter: asyncio.Future[None] | None = None
-
-    def add(self, data: bytes) -> None:
-        self.left -= len(data)
-        if not self.too_large:
-            self.body += data  # a bytearray while parts are missing
-        if not self.left and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-
-def parse_head(head: bytes) -> tuple[_Request, bool] | None:
-    """(the request, keep-alive) when the head is a plain hot-path request, else None."""
-    m = _HEAD.fullmatch(head)
-    if m is None:
-        return None
-    lines = head.split(b"\r\n")
-    if len(lines) > MAX_FIELDS + 1:
-        return None
-    pairs = []
-    length = -1
-    keep = True
-    for line in lines:
-        if len(line) > MAX_LINE:
-            return None
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        value = value.strip(b" \t")
-        lname = name.lower()
-        if lname == b"content-length":
-            if length >= 0 or not value.isdigit() or len(value) > 18:
-                return None  # repeated, not a number or absurd: aiohttp's parser judges it
-            length = int(value)
-        elif lname in _HANDED_OVER:
-            return None
-        elif lname == b"connection" and b"close" in value.lower():
-            keep = False
-        pairs.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
-    return _Request(_KINDS[m.group(1)], CIMultiDict(pairs), max(length, 0)), keep
-
-
 class FastProtocol(asyncio.Protocol):
     """One client connection, until it is handed over to aiohttp (if ever)."""
 
@@ -137,7 +73,7 @@ class FastProtocol(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()  # received bytes not yet parsed (a head, pipelined requests)
-        self.req: _Request | None = None
+        self.req: HotRequest | None = None
         self.task: asyncio.Task[None] | None = None
         self.keep = True
         self.skip = 0  # body bytes of an answered request still to discard
@@ -260,7 +196,7 @@ class FastProtocol(asyncio.Protocol):
         if data:
             proto.data_received(data)
 
-    async def _load(self, req: _Request) -> tuple[Any, int]:
+    async def _load(self, req: HotRequest) -> tuple[Any, int]:
         """The pipeline's body loader: the same checks, in the same order, as `read_json`."""
         ctype = req.headers.get("Content-Type")
         if ctype != _JSON:
@@ -272,7 +208,7 @@ class FastProtocol(asyncio.Protocol):
             await req.waiter
         return decode_json(req.body)
 
-    async def _answer(self, req: _Request) -> None:
+    async def _answer(self, req: HotRequest) -> None:
         server = self.server
         task = self.task
         inflight = server.state.inflight_tasks
@@ -316,7 +252,7 @@ class FastProtocol(asyncio.Protocol):
             log.exception("could not send the error answer", extra={"request_id": rid})
             self.keep = False
 
-    def _done(self, req: _Request) -> None:
+    def _done(self, req: HotRequest) -> None:
         self.req = self.task = None
         transport = self.transport
         if transport is None:
@@ -408,79 +344,3 @@ class FastProtocol(asyncio.Protocol):
         self.buf = bytearray()
         if self.transport is not None:
             self.transport.close()
-
-
-def media_type(value: str | None) -> str:
-    """`application/json; charset=utf-8` → `application/json`: aiohttp's `content_type`, by
-    its own parser (odd bytes become U+FFFD, no slash means application/octet-stream)."""
-    if not value:
-        return "application/octet-stream"
-    return parse_content_type(value)[0]
-
-
-class FastServer:
-    """The protocol factory a listening socket is created with; wraps aiohttp's `web.Server`,
-    which serves the connections handed over."""
-
-    def __init__(self, inner: web.Server, app: web.Application) -> None:
-        self.inner = inner
-        self.state = app[STATE]
-        self.loop = asyncio.get_running_loop()
-        self.conns: set[FastProtocol] = set()
-        self.closing = False
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    def __call__(self) -> FastProtocol:
-        if self._sweeper is None and not self.closing:
-            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
-        return FastProtocol(self)
-
-    def _sweep(self) -> None:
-        """Close keep-alive connections idle for longer than `KEEPALIVE_S`."""
-        cutoff = self.loop.time() - KEEPALIVE_S
-        for conn in list(self.conns):
-            if conn.task is None and conn.last < cutoff:
-                conn._close()
-        self._sweeper = None if self.closing else self.loop.call_later(SWEEP_S, self._sweep)
-
-    @property
-    def connections(self) -> list[Any]:
-        return [*self.conns, *self.inner.connections]
-
-    def pre_shutdown(self) -> None:
-        """Idle connections close now, busy ones after their answer."""
-        self.closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        self.inner.pre_shutdown()
-        for conn in list(self.conns):
-            conn.close_when_idle()
-
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Requests still running get `timeout` seconds, then are cancelled."""
-        self.pre_shutdown()
-        tasks = {c.task for c in self.conns if c.task is not None}
-        await asyncio.gather(self.inner.shutdown(timeout), self._finish(tasks, timeout))
-        for conn in list(self.conns):
-            conn._close()
-        self.conns.clear()
-
-    @staticmethod
-    async def _finish(tasks: set[asyncio.Task[None]], timeout: float | None) -> None:
-        """Requests still running get `timeout` seconds (alongside aiohttp's), then are cut."""
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=timeout)
-        for task in late:
-            cut_at_shutdown(task)  # recorded and answered as cut by the shutdown
-        if late:
-            await asyncio.wait(late, timeout=1.0)
-
-
-class FastRunner(web.AppRunner):
-    """An AppRunner whose listening sockets speak `FastProtocol` (the app must carry STATE)."""
-
-    async def _make_server(self) -> Any:
-        inner = await super()._make_server()
-        return FastServer(inner, self.app)

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from gateway.http import fastserver
-from gateway.http.fastserver import FastProtocol, FastServer, parse_head
+from gateway.http import fastrunner, fastserver
+from gateway.http.fastrunner import FastServer
+from gateway.http.fastserver import FastProtocol
+from gateway.http.hotrequest import parse_head
 from tests.core.support import KEY_ALL
 from tests.fakes import Reply
 
@@ -251,7 +253,7 @@ async def test_idle_keep_alive_connections_are_swept(gw: Any, conn: Any,
     [idle] = server.conns
     server._sweep()
     assert idle in server.conns  # not idle for 75 s yet
-    monkeypatch.setattr(fastserver, "KEEPALIVE_S", -1.0)
+    monkeypatch.setattr(fastrunner, "KEEPALIVE_S", -1.0)
     server._sweep()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert idle not in server.conns
