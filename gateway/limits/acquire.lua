@@ -7,9 +7,10 @@
 -- ARGV[2]         space-separated numbers (one argument: cheaper to encode and send than many):
 --                   L Q estimate  rpm_1 tpm_1 .. rpm_L tpm_L  tokens_1 usd_1 expire_at_1 ..
 --                 rpm/tpm/tokens/usd -1 = no limit; expire_at unix seconds, 0 = never
--- Returns one space-separated string (cheaper to parse than an array):
---   "status index retry_ms rq_limit rq_remaining rq_reset_ms tk_limit tk_remaining
---    tk_reset_ms rq_index tk_index"
+-- Returns an array of 11 integers (hiredis builds the Python ints in C: cheaper for the
+-- gateway, which is the busier process, than one string it splits and converts):
+--   {status, index, retry_ms, rq_limit, rq_remaining, rq_reset_ms, tk_limit, tk_remaining,
+--    tk_reset_ms, rq_index, tk_index}
 --   status 0 accepted and consumed; 1 refused by limit `index` (the longest wait, retry_ms);
 --   2 quota `index` already spent. rq_* / tk_*: the limit with the least left (-1 limit: none),
 --   after consumption when accepted; rq_index / tk_index: which limit that is.
@@ -51,8 +52,7 @@ for i = 1, L do
 end
 
 local function reply(status, index, retry_ms, w)
-  return string.format('%d %d %d %d %d %d %d %d %d %d %d', status, index, retry_ms,
-    w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8])
+  return {status, index, retry_ms, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]}
 end
 
 local function windows(dr, dt)

@@ -110,29 +110,28 @@ class FailoverBackend:
             await asyncio.sleep(self.probe_interval_s)
             await self.probe()
 
-    async def _redis(self, call: Callable[[], Awaitable[T]], budget: float | None = None,
-                     bounded: bool = False) -> T:
-        """`bounded`: the call enforces the budget itself (raising TimeoutError)."""
+    async def _redis(self, call: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
         if not self.up:
             raise RedisDown()
         try:
-            if bounded:
+            async with asyncio.timeout(budget or self.budget_s):
                 result = await call()
-            else:
-                async with asyncio.timeout(budget or self.budget_s):
-                    result = await call()
-        except asyncio.TimeoutError as err:
+        except _REDIS_TROUBLE as err:
+            raise self._trouble(err) from err
+        self._slow = 0
+        return result
+
+    def _trouble(self, err: BaseException) -> RedisDown:
+        """Count a failed call: the `RedisDown` to raise."""
+        if isinstance(err, asyncio.TimeoutError):
             # one slow answer (a busy event loop, a GC pause) serves this request from the
             # fallback; only SLOW_LIMIT in a row mean Redis is down
             self._slow += 1
             if self._slow >= SLOW_LIMIT:
                 self._mark_down(err)
-            raise RedisDown() from err
-        except _REDIS_TROUBLE as err:
+        else:
             self._mark_down(err)
-            raise RedisDown() from err
-        self._slow = 0
-        return result
+        return RedisDown()
 
     def _refuse(self) -> ServiceUnavailable:
         return ServiceUnavailable("rate-limit state store (Redis) is unavailable")
@@ -159,10 +158,19 @@ class FailoverBackend:
                       quotas: Sequence[QuotaCheck] = ()) -> Decision:
         primary = self.primary
         try:
-            if primary.bounds_itself:  # the pipelined connection's watchdog holds the budget
-                return await self._redis(lambda: primary.acquire(
-                    checks, estimate_tokens, quotas, timeout_s=self.budget_s), bounded=True)
-            return await self._redis(lambda: primary.acquire(checks, estimate_tokens, quotas))
+            if not primary.bounds_itself:
+                return await self._redis(lambda: primary.acquire(checks, estimate_tokens, quotas))
+            # the pipelined connection's watchdog holds the budget; `_redis` inlined (the
+            # hot path: one coroutine less per request)
+            if not self.up:
+                raise RedisDown()
+            try:
+                decision = await primary.acquire(checks, estimate_tokens, quotas,
+                                                 timeout_s=self.budget_s)
+            except _REDIS_TROUBLE as err:
+                raise self._trouble(err) from err
+            self._slow = 0
+            return decision
         except RedisDown:
             if self.mode == "closed":
                 raise self._refuse() from None

@@ -28,8 +28,9 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway.limits.connection import split_cluster_url
 
 log = logging.getLogger(__name__)
-# hiredis's stub types the argument as a 1-tuple; it takes any tuple of str/bytes/numbers
-_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+# one command as RESP bytes. hiredis's stub types the argument as a 1-tuple; it takes any tuple
+# of str/bytes/numbers
+pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +218,20 @@ class FastRedis:
                       timeout_s: float = 0.0) -> Any:
         """Run a loaded script. `timeout_s` (0: unbounded) bounds the whole call, a reconnect
         included, and raises `TimeoutError` when it runs out."""
+        return await self.call(pack(("EVALSHA", sha, len(keys), *keys, *args)), timeout_s)
+
+    async def call(self, packed: bytes, timeout_s: float = 0.0) -> Any:
+        """Run one packed command (`pack`); `timeout_s` as for `evalsha`."""
         proto = await self._ready(timeout_s)
-        packed = _pack(("EVALSHA", sha, len(keys), *keys, *args))
         return await proto.send(packed, timeout_s)
+
+    def call_now(self, packed: bytes, timeout_s: float = 0.0) -> asyncio.Future[Any] | None:
+        """`call` without a coroutine when the connection is open and answering: the reply's
+        future, or None when the connection must first be (re)opened (then `await call`)."""
+        proto = self._proto
+        if proto is None or proto.closed or proto.stale(proto.loop.time(), self.reply_timeout_s):
+            return None
+        return proto.send(packed, timeout_s)
 
     async def evalsha_many(self, sha: str,
                            calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]],
@@ -227,7 +239,7 @@ class FastRedis:
         """Run the script once per (keys, args), all in one write; each call's reply or its
         exception, in order (one failing call does not fail the others)."""
         proto = await self._ready(timeout_s)
-        packed = b"".join(_pack(("EVALSHA", sha, len(keys), *keys, *args))
+        packed = b"".join(pack(("EVALSHA", sha, len(keys), *keys, *args))
                           for keys, args in calls)
         futs = proto.send_many(packed, len(calls), timeout_s)
         out: list[Any] = []
@@ -294,9 +306,9 @@ class FastRedis:
         futs = []
         if t.password is not None:
             auth = ("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)
-            futs.append(proto.send(_pack(auth)))
+            futs.append(proto.send(pack(auth)))
         if t.db:
-            futs.append(proto.send(_pack(("SELECT", t.db))))
+            futs.append(proto.send(pack(("SELECT", t.db))))
         for fut in futs:
             await fut
 

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.limits.background import BackgroundTasks
 from gateway.limits.connection import RedisClient, connect
-from gateway.limits.fastredis import FastRedis, fast_target
+from gateway.limits.fastredis import FastRedis, fast_target, pack
 from gateway.limits.scripts import ScriptSources
 from gateway.limits.spec import (
     Decision, LimitCheck, QuotaCheck, QuotaSlot, QuotaUsage, Reservation, Window, active_limits,
@@ -53,43 +53,54 @@ def _num(v: int | float | None) -> str:
 
 @dataclass(slots=True)
 class _Group:
+    """One script call's share of a request: its limits, quotas and keys. Groups are built once
+    per set of checks and shared by every request with that set (read-only after `_plan`)."""
+
     limits: list[LimitCheck] = field(default_factory=list)
     quotas: list[QuotaSlot] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    nums_head: str = ""  # ARGV[2] is nums_head + estimate + nums_tail
+    nums_tail: str = ""
+    packed: bytes = b""  # EVALSHA up to ARGV[2], packed (pipelined connection, server clock)
+    same: tuple[Any, ...] = ()  # equal for groups of the same keys and limits
+    tpm: bool = False  # a limit of the group counts tokens
+
+    def nums(self, est: int) -> str:
+        return f"{self.nums_head}{est}{self.nums_tail}"
+
+    def command(self, est: int) -> bytes:
+        """The whole packed EVALSHA of this group for `est` tokens."""
+        arg = self.nums(est).encode()
+        return b"%s$%d\r\n%s\r\n" % (self.packed, len(arg), arg)
+
+
+_PLANS_MAX = 4096  # sets of checks whose groups are remembered
 
 
 SETTLE_TIMEOUT_S = 2.0  # a queued reconcile batch waits at most this long for Redis
 
 
-def merge_settles(batch: list[tuple[list[str], list[str | int]]],
-                  ) -> list[tuple[list[str], list[str | int]]]:
-    """The settles of one flush with those of the same keys and limits summed into one (their
-    token deltas, quota tokens, USD and requests add up): a busy key settles once per flush,
-    not once per request, and Redis runs one script instead of many. Queued settles never give
-    requests back (`back` 0), so request counts are untouched; a token bucket gets the same sum,
-    capped at its size once instead of after each part."""
-    if len(batch) < 2:
-        return batch
-    merged: dict[tuple[Any, ...], tuple[list[str], list[str | int]]] = {}
-    for keys, args in batch:
-        # everything but the amounts: keys, now, L, Q, back, the limits, the quotas' expiry
-        same = (len(keys), *keys, *args[:3], *args[4:5 + 2 * int(args[1])], *args[8 + 2 * int(args[1])::4])
-        into = merged.get(same)
-        if into is None:
-            merged[same] = (keys, list(args))
-            continue
-        acc = into[1]
-        acc[3] = int(acc[3]) + int(args[3])
-        for at in range(5 + 2 * int(args[1]), len(args), 4):  # each quota's amounts
-            acc[at] = int(acc[at]) + int(args[at])
-            acc[at + 1] = _sum_usd(acc[at + 1], args[at + 1])
-            acc[at + 2] = int(acc[at + 2]) + int(args[at + 2])
-    return list(merged.values())
+Settle = tuple[_Group, int, int, float]  # a queued settle: group, token delta, tokens, USD
 
 
-def _sum_usd(a: str | int, b: str | int) -> str:
-    total = float(a) + float(b)
-    return repr(total) if total else "0"
+def merge_settles(queue: list[Settle]) -> list[Settle]:
+    """The settles of one flush with those of the same keys and limits summed into one (token
+    deltas, quota tokens and USD add up): a busy key settles once per flush, not once per
+    request, and Redis runs one script instead of many. Queued settles never give requests
+    back, so request counts are untouched; a token bucket gets the same sum, capped at its
+    size once instead of after each part."""
+    if len(queue) < 2:
+        return queue
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for g, delta, tokens, usd in queue:
+        acc = merged.get(g.same)
+        if acc is None:
+            merged[g.same] = [g, delta, tokens, usd]
+        else:
+            acc[1] += delta
+            acc[2] += tokens
+            acc[3] += usd
+    return [(g, delta, tokens, usd) for g, delta, tokens, usd in merged.values()]
 
 
 class RedisBackend:
@@ -109,9 +120,10 @@ class RedisBackend:
         self._reconcile = client.register_script(src.reconcile)
         self._cooldown = client.register_script(src.cooldown)
         self._bg = BackgroundTasks()
-        self._queue: list[tuple[list[str], list[str | int]]] = []
+        self._queue: list[Settle] = []
         self._flushing = False
         self._pool_reset = False
+        self._plans: dict[tuple[Any, ...], list[_Group]] = {}
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "my", clock: Clock | None = None,
@@ -145,6 +157,17 @@ class RedisBackend:
     def _wall(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
+    def _groups(self, limits: tuple[LimitCheck, ...], slots: tuple[QuotaSlot, ...]) -> list[_Group]:
+        """`_plan`, remembered per set of checks: the keys, the numbers and the packed command
+        of a key's requests are the same every time but for the estimate."""
+        plan = self._plans.get((limits, slots))
+        if plan is None:
+            plan = self._plan(limits, slots)
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            self._plans[(limits, slots)] = plan
+        return plan
+
     def _plan(self, limits: Sequence[LimitCheck], slots: Sequence[QuotaSlot]) -> list[_Group]:
         groups: dict[str, _Group] = {}
         p = self.prefix
@@ -162,23 +185,30 @@ class RedisBackend:
                 f"{p}:q:{{{tag}}}:{s.check.scope}:{_esc(s.check.ident)}:{s.period_key}")
         for name, keys in quota_keys.items():
             groups[name].keys.extend(keys)
+        for g in groups.values():
+            tail = [x for c in g.limits for x in (_num(c.rpm), _num(c.tpm))] + [
+                x for s in g.quotas
+                for x in (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))]
+            g.nums_head = f"{len(g.limits)} {len(g.quotas)} "
+            g.nums_tail = "".join(" " + x for x in tail)
+            g.same = (*g.keys, g.nums_tail)
+            g.tpm = any(c.tpm is not None for c in g.limits)
+            if self.fast is not None and self._clock is None:
+                full = pack(("EVALSHA", self._acquire.sha, len(g.keys), *g.keys, "", "-"))
+                g.packed = full[:-len(b"$1\r\n-\r\n")]
         return list(groups.values())
 
     # ------------------------------------------------------------------ acquire
 
     async def _run_acquire(self, g: _Group, now: str, est: int, timeout_s: float = 0.0,
                            ) -> list[int]:
-        nums = [str(len(g.limits)), str(len(g.quotas)), str(est)]
-        for c in g.limits:
-            nums += (_num(c.rpm), _num(c.tpm))
-        for s in g.quotas:
-            nums += (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))
-        args = [now, " ".join(nums)]
+        args = [now, g.nums(est)]
         if self.fast is None:
-            raw = await self._bounded(self._acquire(keys=g.keys, args=args), timeout_s)
-        else:
-            raw = await self._fast_acquire(self.fast, g.keys, args, timeout_s)
-        return [int(x) for x in raw.split()]
+            return list(await self._bounded(self._acquire(keys=g.keys, args=args), timeout_s))
+        try:
+            return list(await self.fast.evalsha(self._acquire.sha, g.keys, args, timeout_s))
+        except (NoScriptError, RedisConnectionError) as err:
+            return await self._fast_failed(err, g.keys, args, timeout_s)
 
     @staticmethod
     async def _bounded(call: Awaitable[Any], timeout_s: float) -> Any:
@@ -187,25 +217,24 @@ class RedisBackend:
         async with asyncio.timeout(timeout_s):
             return await call
 
-    async def _fast_acquire(self, fast: FastRedis, keys: list[str], args: list[str],
-                            timeout_s: float = 0.0) -> Any:
-        try:
-            return await fast.evalsha(self._acquire.sha, keys, args, timeout_s)
-        except NoScriptError:  # redis-py's Script loads it and runs it (once)
-            return await self._bounded(self._acquire(keys=keys, args=args), timeout_s)
-        except RedisConnectionError:
-            # the server went away: redis-py's idle pooled connections are dead too; drop them
-            # so its next command (the failover probe) reconnects instead of failing once
-            if not self._pool_reset:
-                self._pool_reset = True
-                try:
-                    await self.client.connection_pool.disconnect(  # type: ignore[union-attr]
-                        inuse_connections=False)  # the fast path is never a cluster client
-                except (RedisError, OSError):
-                    pass  # closing dead sockets: nothing to do about a failure here
-                finally:
-                    self._pool_reset = False
-            raise
+    async def _fast_failed(self, err: Exception, keys: list[str], args: list[str],
+                           timeout_s: float) -> list[int]:
+        """After the pipelined connection failed a call: NOSCRIPT runs it through redis-py's
+        Script (which loads it, once); a lost connection is raised."""
+        if isinstance(err, NoScriptError):
+            return list(await self._bounded(self._acquire(keys=keys, args=args), timeout_s))
+        # the server went away: redis-py's idle pooled connections are dead too; drop them
+        # so its next command (the failover probe) reconnects instead of failing once
+        if not self._pool_reset:
+            self._pool_reset = True
+            try:
+                await self.client.connection_pool.disconnect(  # type: ignore[union-attr]
+                    inuse_connections=False)  # the fast path is never a cluster client
+            except (RedisError, OSError):
+                pass  # closing dead sockets: nothing to do about a failure here
+            finally:
+                self._pool_reset = False
+        raise err
 
     @property
     def bounds_itself(self) -> bool:
@@ -221,13 +250,23 @@ class RedisBackend:
         (0: unbounded) bounds the call and raises `TimeoutError` when it runs out."""
         limits = active_limits(checks)
         est = max(0, int(estimate_tokens))
-        slots = tuple(quota_slot(q, self._wall()) for q in quotas)
-        groups = self._plan(limits, slots)
-        now = self._now_arg()
+        slots = tuple(quota_slot(q, self._wall()) for q in quotas) if quotas else ()
+        groups = self._groups(limits, slots)
         replies: list[Any]
         if len(groups) == 1:
-            replies = [await self._run_acquire(groups[0], now, est, timeout_s)]
+            g = groups[0]
+            fast = self.fast
+            if g.packed and fast is not None:  # the hot path: one packed write, one future
+                command = g.command(est)
+                fut = fast.call_now(command, timeout_s)
+                try:
+                    replies = [await (fut if fut is not None else fast.call(command, timeout_s))]
+                except (NoScriptError, RedisConnectionError) as err:
+                    replies = [await self._fast_failed(err, g.keys, ["", g.nums(est)], timeout_s)]
+            else:
+                replies = [await self._run_acquire(g, self._now_arg(), est, timeout_s)]
         else:
+            now = self._now_arg()
             replies = list(await asyncio.gather(
                 *(self._run_acquire(g, now, est, timeout_s) for g in groups),
                 return_exceptions=True))
@@ -236,22 +275,27 @@ class RedisBackend:
                 await self._undo([g for g, r in zip(groups, replies)
                                   if not isinstance(r, BaseException) and r[0] == 0], est)
                 raise failed[0]
-        return await self._decide(groups, replies, limits, slots, est)
+        decision = self._decide(groups, replies)
+        if decision.ok:
+            decision.reservation = Reservation(limits, slots, est, self.name, plan=groups)
+        elif len(groups) > 1:
+            await self._undo([g for g, r in zip(groups, replies) if r[0] == 0], est)
+        return decision
 
-    async def _decide(self, groups: list[_Group], replies: list[Any],
-                      limits: tuple[LimitCheck, ...], slots: tuple[QuotaSlot, ...],
-                      est: int) -> Decision:
+    @staticmethod
+    def _decide(groups: list[_Group], replies: list[Any]) -> Decision:
+        """The decision of the groups' replies (`reservation` is the caller's to fill)."""
         req: Window | None = None
         tok: Window | None = None
         refusal: Decision | None = None
         for g, rep in zip(groups, replies):
-            status, index, retry_ms = int(rep[0]), int(rep[1]), int(rep[2])
+            status, index, retry_ms = rep[0], rep[1], rep[2]
             if rep[3] >= 0:
-                c = g.limits[int(rep[9]) - 1]
-                req = tighter(req, Window(c.scope, int(rep[3]), int(rep[4]), rep[5] / 1000.0))
+                c = g.limits[rep[9] - 1]
+                req = tighter(req, Window(c.scope, rep[3], rep[4], rep[5] / 1000.0))
             if rep[6] >= 0:
-                c = g.limits[int(rep[10]) - 1]
-                tok = tighter(tok, Window(c.scope, int(rep[6]), int(rep[7]), rep[8] / 1000.0))
+                c = g.limits[rep[10] - 1]
+                tok = tighter(tok, Window(c.scope, rep[6], rep[7], rep[8] / 1000.0))
             if status == 2 and (refusal is None or not refusal.quota_exceeded):
                 q = g.quotas[index - 1].check
                 refusal = Decision(False, refused_scope=q.scope, refused_ident=q.ident,
@@ -262,12 +306,9 @@ class RedisBackend:
                 refusal = Decision(False, refused_scope=c.scope, refused_ident=c.ident,
                                    retry_after_s=retry_ms / 1000.0)
         if refusal is not None:
-            if len(groups) > 1:
-                await self._undo([g for g, r in zip(groups, replies) if r[0] == 0], est)
             refusal.requests, refusal.tokens = req, tok
             return refusal
-        res = Reservation(limits, slots, est, self.name, plan=groups)
-        return Decision(True, reservation=res, requests=req, tokens=tok)
+        return Decision(True, requests=req, tokens=tok)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -293,8 +334,7 @@ class RedisBackend:
         reservation.settled = True
         actual = max(0, int(actual_tokens))
         delta = actual - reservation.estimate
-        groups = [g for g in reservation.plan
-                  if g.quotas or (delta and any(c.tpm is not None for c in g.limits))]
+        groups = [g for g in reservation.plan if g.quotas or (delta and g.tpm)]
         await asyncio.gather(*(self._settle(g, delta, 0, actual, cost_usd) for g in groups))
 
     def reconcile_soon(self, reservation: Reservation, actual_tokens: int,
@@ -307,8 +347,8 @@ class RedisBackend:
         actual = max(0, int(actual_tokens))
         delta = actual - reservation.estimate
         for g in reservation.plan:
-            if g.quotas or (delta and any(c.tpm is not None for c in g.limits)):
-                self._queue.append((g.keys, self._settle_args(g, delta, 0, actual, cost_usd)))
+            if g.quotas or (delta and g.tpm):
+                self._queue.append((g, delta, actual, cost_usd))
         if self._queue and not self._flushing:
             self._flushing = True
             self._bg.spawn(self._flush())
@@ -317,11 +357,13 @@ class RedisBackend:
         try:
             await asyncio.sleep(0)  # let the rest of this tick's requests queue theirs
             while self._queue:
-                batch, self._queue = merge_settles(self._queue), []
-                if self.fast is not None:  # bounded by its own watchdog: no asyncio.timeout
+                queue, self._queue = merge_settles(self._queue), []
+                batch = [(g.keys, self._settle_args(g, delta, 0, tokens, usd))
+                         for g, delta, tokens, usd in queue if g.quotas or delta]
+                if self.fast is not None and batch:  # bounded by its own watchdog
                     batch = await self._fast_settle(self.fast, batch)
-                    if not batch:
-                        continue
+                if not batch:
+                    continue
                 async with asyncio.timeout(SETTLE_TIMEOUT_S):
                     pipe = self.client.pipeline(transaction=False)
                     for keys, args in batch:

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from gateway.limits.fastredis import FastRedis, FastTarget, fast_target
+from gateway.limits.fastredis import FastRedis, FastTarget, fast_target, pack
 from gateway.limits.redis_backend import RedisBackend, merge_settles
-from gateway.limits.spec import Decision, LimitCheck, QuotaCheck
+from gateway.limits.spec import Decision, LimitCheck, QuotaCheck, quota_slot
 from tests.limits.conftest import T0
 from tests.redis_fixture import RedisServer
 
@@ -92,7 +92,7 @@ async def test_200_concurrent_calls_resolve_in_order(pair: Pair) -> None:
                                  for i in range(200)))
     for i, r in enumerate(raw):
         assert r == await slow._acquire(keys=[f"y{i}"], args=["", f"1 0 0 {i + 1} -1"])
-        assert r.split()[3:5] == [str(i + 1).encode(), str(i).encode()]
+        assert r[3:5] == [i + 1, i]
 
 
 async def pending_count(fr: FastRedis) -> int:
@@ -289,15 +289,62 @@ async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_
 
 def test_settles_of_one_flush_merge_per_key_set() -> None:
     """Settles queued together for the same keys and limits become one: token deltas, quota
-    tokens, USD and requests summed; other keys, limits or periods stay apart."""
-    a = (["rl:k", "rl:t", "q:k"], ["", 2, 1, 30, 0, 60, 1000, -1, 5000, 120, "0.5", 0, 1700000000])
-    b = (["rl:k", "rl:t", "q:k"], ["", 2, 1, -10, 0, 60, 1000, -1, 5000, 80, "0.25", 0, 1700000000])
-    other_key = (["rl:k2", "rl:t", "q:k2"], a[1])
-    other_period = (a[0], [*a[1][:-1], 1800000000])
-    merged = merge_settles([a, b, other_key, other_period])
-    assert merged == [
-        (a[0], ["", 2, 1, 20, 0, 60, 1000, -1, 5000, 200, "0.75", 0, 1700000000]),
-        other_key, other_period]
-    assert merge_settles([a]) == [a]
-    c = (["rl:k"], ["", 1, 0, -7, 0, 60, 1000])
-    assert merge_settles([c, c, c]) == [(["rl:k"], ["", 1, 0, -21, 0, 60, 1000])]
+    tokens and USD summed; other keys, limits or periods stay apart."""
+    b = RedisBackend.from_url("redis://127.0.0.1:1/0")  # planning only: never connects
+    key, team = LimitCheck("key", "k", 60, 1000), LimitCheck("team", "t", None, 5000)
+    quota = QuotaCheck("key", "k", tokens=None, usd=2.0, period="day")
+    (g,) = b._groups((key, team), (quota_slot(quota, T0),))
+    (same,) = b._plan((key, team), (quota_slot(quota, T0),))  # built again: equal, not identical
+    (other_key,) = b._groups((LimitCheck("key", "k2", 60, 1000), team), ())
+    (other_limit,) = b._groups((LimitCheck("key", "k", 61, 1000), team), ())
+    (other_period,) = b._groups((key, team), (quota_slot(quota, T0 + 86_400),))
+    assert b._groups((key, team), (quota_slot(quota, T0),))[0] is g  # remembered
+    merged = merge_settles([(g, 30, 120, 0.5), (other_key, 5, 5, 0.0), (same, -10, 80, 0.25),
+                            (other_limit, 1, 1, 0.0), (other_period, 2, 2, 0.125)])
+    assert merged == [(g, 20, 200, 0.75), (other_key, 5, 5, 0.0), (other_limit, 1, 1, 0.0),
+                      (other_period, 2, 2, 0.125)]
+    assert merge_settles([(g, 1, 2, 0.0)]) == [(g, 1, 2, 0.0)]
+    (lone,) = b._groups((LimitCheck("key", "solo", 60, 1000),), ())
+    assert merge_settles([(lone, -7, 0, 0.0)] * 3) == [(lone, -21, 0, 0.0)]
+    assert b._settle_args(g, 20, 0, 200, 0.75) == [
+        "", 2, 1, 20, 0, "60", "1000", "-1", "5000", 200, "0.75", 0, quota_slot(quota, T0).expire_at]
+
+
+async def test_hot_path_sends_one_prepacked_command_per_request(redis_url: str) -> None:
+    """With the server's clock, a single-group acquire writes the group's command packed once
+    and completed with the estimate: the same bytes redis-py's packer makes, and the same
+    answers as redis-py."""
+    fast = RedisBackend.from_url(redis_url, prefix="hot")
+    slow = RedisBackend.from_url(redis_url, prefix="cold")
+    slow.fast = None
+    for b in (fast, slow):
+        await b.start()
+    try:
+        assert fast.fast is not None
+        checks = [LimitCheck("key", "k{1}%", 3, None), LimitCheck("team", "t", 100, 100_000)]
+        assert (await fast.acquire(checks, 10)).ok  # connected
+        proto, writes = recorded_writes(fast.fast)
+        d = await fast.acquire(checks, 1234)
+        (g,) = fast._groups(tuple(checks), ())
+        assert writes == [pack(("EVALSHA", fast._acquire.sha, 2, *g.keys, "",
+                                "2 0 1234 3 -1 100 100000"))]
+        assert g.keys == ["hot:rl:{k:k%7B1%7D%25}:key:k%7B1%7D%25", "hot:rl:{t:t}:team:t"]
+        for est in (10, 1234, 7):
+            assert (await slow.acquire(checks, est)).ok
+        last = await fast.acquire(checks, 7)
+        assert last.ok and last.requests is not None and last.requests.remaining == 0
+        want, got = await slow.acquire(checks, 7), await fast.acquire(checks, 7)
+        assert not got.ok and got.refused_scope == "key" and got.refused_ident == "k{1}%"
+        assert got.requests is not None and want.requests is not None
+        assert got.tokens is not None and want.tokens is not None
+        assert (got.ok, got.refused_scope, got.requests.remaining, got.tokens.limit) == (
+            want.ok, want.refused_scope, want.requests.remaining, want.tokens.limit)
+        # tokens refill with the server's clock, 1.7 a millisecond: the two runs differ a little
+        assert abs(got.tokens.remaining - want.tokens.remaining) < 100
+        assert got.tokens.remaining <= 100_000 - 10 - 1234 - 7 + 100
+        assert 19.9 < got.retry_after_s <= 20 and 19.9 < want.retry_after_s <= 20  # 3 a minute
+        assert d.ok and d.requests is not None and d.requests.remaining == 1
+        assert d.tokens is not None and d.tokens.remaining == 100_000 - 10 - 1234
+    finally:
+        for b in (fast, slow):
+            await b.close()
