@@ -39,24 +39,26 @@ SCRIPT_RECORDS = 16  # records per script call: Redis runs nothing else while a 
 # KEYS[1] = stream, KEYS[2 .. n+1] = each record's seen key, then the day and key hashes the
 # records count in, each listed once.
 # ARGV[1] = seen TTL (s), ARGV[2] = stream MAXLEN (approximate), ARGV[3] = day hash TTL (s, 0 = keep)
-# ARGV[4] = a JSON array of strings, 14 per record: json, cell, day, month, the 8 metrics in
-# METRICS order, the KEYS index of its day hash and of its key hash. One argument for the whole
-# batch and no repeated keys: the client packs ~1 argument per record instead of 15, and every
-# value reaches Redis as the very string it was before.
+# ARGV[4] = a JSON array: the chunk's distinct cells (JSON text each) as one array, then 12
+# values per record: its cell's index in that array, its day, the 7 METRICS and the cost
+# (numbers), the KEYS index of its day hash and of its key hash.
+# ARGV[5 .. n+4] = each record's JSON, as is (not escaped into another JSON text).
 # The counted records' increments are summed per hash field in Lua and written once per field
 # (records of one chunk mostly share their cells and key buckets: ~16 calls a record become ~2);
-# integer sums stay below 2^53, where doubles are exact.
+# field names are made once per cell and per day, not once per record; integer sums stay below
+# 2^53, where doubles are exact.
 # Nothing is written when the stream or a hash has another type (an error names it: the sink
 # splits the batch and drops only the records that count there). An increment that still fails
 # (an integer overflow) does not stop the others: the reply says so.
 # Returns {records counted (not seen before), increments that failed, the first failure's text}.
 WRITE_BATCH_LUA = """
 local METRICS = {'requests', 'errors', 'unpriced', 'prompt_tokens', 'completion_tokens',
-                 'cached_tokens', 'reasoning_tokens'}
-local W = 14
+                 'cached_tokens', 'reasoning_tokens', 'cost_usd'}
+local W = 12
 local EXACT = 9007199254740991
 local A = cjson.decode(ARGV[4])
-local n = #A / W
+local CELLS = A[1]
+local n = (#A - 1) / W
 local counted = 0
 local ints, floats, expiring = {}, {}, {}
 local want = {[KEYS[1]] = 'stream'}
@@ -94,33 +96,67 @@ local function addf(h, f, v)
   t[f] = (t[f] or 0) + v
 end
 
+local function fields(name, cell)  -- the 8 field names of a cell or of a key bucket
+  local f = {}
+  for m = 1, 8 do
+    if cell then f[m] = METRICS[m] .. '|' .. name else f[m] = name .. '|' .. METRICS[m] end
+  end
+  return f
+end
+local TOTAL = fields('total', false)
+
+-- the chunk's counted records are summed per (day hash, key hash, cell) first: plain
+-- additions per record; field names and field sums once per combination
+local combos, order, cell_fields, day_fields = {}, {}, {}, {}
+local function spill(c, m)  -- move a combination's sum of metric m into its fields' sums
+  local v = c[2 + m]
+  if v == 0 then return end
+  local put = add
+  if m == 8 then put = addf end
+  put(c[1], c[11][m], v)
+  put(c[2], TOTAL[m], v)
+  put(c[2], c[12][m], v)
+  put(c[2], c[13][m], v)
+  c[2 + m] = 0
+end
+
 for j = 0, n - 1 do
-  local a = W * j
-  local day_hash, key_hash = KEYS[tonumber(A[a + 13])], KEYS[tonumber(A[a + 14])]
+  local a = 1 + W * j
   if redis.call('SET', KEYS[2 + j], '1', 'NX', 'EX', ARGV[1]) then
     counted = counted + 1
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', A[a + 1])
-    local cell = A[a + 2]
-    local buckets = {'total', A[a + 4], A[a + 3]}
-    for m = 1, 7 do
-      local v = A[a + 4 + m]
-      if v ~= '0' then
-        v = tonumber(v)
-        add(day_hash, METRICS[m] .. '|' .. cell, v)
-        for b = 1, 3 do
-          add(key_hash, buckets[b] .. '|' .. METRICS[m], v)
-        end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[5 + j])
+    local dh, kh, ci = A[a + 11], A[a + 12], A[a + 1]
+    local id = (dh * 1024 + kh) * 1024 + ci
+    local c = combos[id]
+    if not c then
+      local day = A[a + 2]
+      local cf = cell_fields[ci]
+      if not cf then
+        cf = fields(CELLS[ci], true)
+        cell_fields[ci] = cf
+      end
+      local df = day_fields[day]
+      if not df then
+        df = {fields(string.sub(day, 1, 7), false), fields(day, false)}
+        day_fields[day] = df
+      end
+      -- day hash, key hash, the 8 sums, the cell's, month's and day's field names
+      c = {KEYS[dh], KEYS[kh], 0, 0, 0, 0, 0, 0, 0, 0, cf, df[1], df[2]}
+      combos[id] = c
+      order[#order + 1] = c
+      if ARGV[3] ~= '0' then expiring[KEYS[dh]] = true end
+    end
+    for m = 1, 8 do
+      local v = A[a + 2 + m]
+      if v ~= 0 then
+        if m < 8 and c[2 + m] + v > EXACT then spill(c, m) end
+        c[2 + m] = c[2 + m] + v
       end
     end
-    local cost = tonumber(A[a + 12])
-    if cost ~= 0 then
-      addf(day_hash, 'cost_usd|' .. cell, cost)
-      for b = 1, 3 do
-        addf(key_hash, buckets[b] .. '|cost_usd', cost)
-      end
-    end
-    if ARGV[3] ~= '0' then expiring[day_hash] = true end
   end
+end
+for _, c in ipairs(order) do
+  for m = 1, 8 do spill(c, m) end
 end
 for h, t in pairs(ints) do
   for f, v in pairs(t) do write('HINCRBY', h, f, string.format('%d', v)) end
@@ -148,11 +184,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _metric_values(r: UsageRecord) -> list[str]:
+def _metric_values(r: UsageRecord) -> tuple[int, int, int, int, int, int, int, float]:
     """The 8 metrics of one record in METRICS order, as the script adds them."""
-    return ["1", "1" if r.status >= 400 else "0", "0" if r.priced else "1",
-            str(int(r.prompt_tokens)), str(int(r.completion_tokens)), str(int(r.cached_tokens)),
-            str(int(r.reasoning_tokens)), repr(float(r.cost_usd))]
+    return (1, 1 if r.status >= 400 else 0, 0 if r.priced else 1, int(r.prompt_tokens),
+            int(r.completion_tokens), int(r.cached_tokens), int(r.reasoning_tokens),
+            float(r.cost_usd))
+
+
+_CELLS_MAX = 4096  # cells whose JSON text is remembered
 
 
 class RedisUsageStore:
@@ -180,6 +219,7 @@ class RedisUsageStore:
         self.retention_s = int(retention_days * 86_400) if retention_days else 0
         self._script = self.redis.register_script(WRITE_BATCH_LUA)
         self._day = UtcDays()
+        self._cells: dict[tuple[str, ...], str] = {}
 
     @property
     def stream_key(self) -> str:
@@ -206,22 +246,30 @@ class RedisUsageStore:
             return 0
         seen = f"{self.prefix}:seen:"
         keys: list[str] = [self.stream_key] + [seen + dedup_id(r) for r in records]
-        hashes: dict[str, str] = {}  # hash key -> its KEYS index (1-based, as Lua counts)
+        hashes: dict[str, int] = {}  # hash key -> its KEYS index (1-based, as Lua counts)
+        cells: dict[str, int] = {}  # cell JSON -> its index in the chunk's cells (1-based)
 
-        def index(name: str) -> str:
+        def index(name: str) -> int:
             at = hashes.get(name)
             if at is None:
                 keys.append(name)
-                at = hashes[name] = str(len(keys))
+                at = hashes[name] = len(keys)
             return at
 
-        values: list[str] = []
+        values: list[Any] = [cells]
+        jsons: list[bytes] = []
         for r in records:
             day = self._day(r.ts)
-            values += (dumps_lenient(r).decode(), dumps_lenient(cell_of(r)).decode(), day, day[:7])
-            values += _metric_values(r)
-            values += (index(self.day_key(day)), index(self.key_key(r.key_id)))
-        args: list[Any] = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values)]
+            cell = self._cell_json(r)
+            ci = cells.get(cell)
+            if ci is None:
+                ci = cells[cell] = len(cells) + 1
+            values += (ci, day, *_metric_values(r),
+                       index(self.day_key(day)), index(self.key_key(r.key_id)))
+            jsons.append(dumps_lenient(r))
+        values[0] = list(cells)
+        args: list[Any] = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values),
+                           *jsons]
         if self.fast is None:
             counted = await self._script(keys=keys, args=args)
         else:
@@ -230,6 +278,16 @@ class RedisUsageStore:
             except NoScriptError:  # a flushed or restarted server: redis-py loads it again
                 counted = await self._script(keys=keys, args=args)
         return self._counted(counted)
+
+    def _cell_json(self, r: UsageRecord) -> str:
+        """The JSON text of the record's cell (the same cells recur: remembered)."""
+        cell = cell_of(r)
+        text = self._cells.get(cell)
+        if text is None:
+            if len(self._cells) >= _CELLS_MAX:
+                self._cells.clear()
+            text = self._cells[cell] = dumps_lenient(cell).decode()
+        return text
 
     def _counted(self, reply: Any) -> int:
         """The script's reply: records counted, increments that failed, the first failure."""
