@@ -28,6 +28,12 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway.limits.connection import split_cluster_url
 
 log = logging.getLogger(__name__)
+# Commands sent while others are in flight are held and written together when the event-loop
+# iteration ends, or as soon as FLUSH_AT of them are held: Redis starts on the first ones
+# while the gateway still works through the iteration, instead of the gateway waiting idle for
+# the replies afterwards (side by side at concurrency 16: +4 % requests per second over
+# holding them all; 2, 4 and 6 cost more in writes than they gain, 12 gains less).
+FLUSH_AT = 8
 # one command as RESP bytes. hiredis's stub types the argument as a 1-tuple; it takes any tuple
 # of str/bytes/numbers
 pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
@@ -117,11 +123,13 @@ class _Protocol(asyncio.Protocol):
         out.append(packed)
         if len(out) == 1:
             self._loop.call_soon(self._flush)
+        elif len(out) >= FLUSH_AT:
+            self._flush()  # the call_soon above then finds nothing to write
         return futs
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self.transport is not None and not self.closed:
+        if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _arm(self, when: float) -> None:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from gateway.limits.fastredis import FastRedis, FastTarget, fast_target, pack
+from gateway.limits.fastredis import FLUSH_AT, FastRedis, FastTarget, fast_target, pack
 from gateway.limits.redis_backend import RedisBackend, merge_settles
 from gateway.limits.spec import Decision, LimitCheck, QuotaCheck, quota_slot
 from tests.limits.conftest import T0
@@ -256,8 +256,8 @@ async def test_evalsha_many_is_one_write_with_a_reply_or_error_per_call(
 
 async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_url: str) -> None:
     """A command sent while none is in flight leaves at once; those sent behind it in the same
-    event-loop iteration go to Redis together, in one write, when the iteration ends. Each
-    still gets its own reply, in order."""
+    event-loop iteration go to Redis together when the iteration ends, or FLUSH_AT at a time
+    as soon as that many are held. Each still gets its own reply, in order."""
     fast, _ = pair
     assert fast.fast is not None
     admin = Redis.from_url(redis_url)
@@ -266,21 +266,22 @@ async def test_calls_of_one_loop_iteration_leave_in_one_write(pair: Pair, redis_
         await fast.fast.evalsha(incr, ["warm"], [1])  # connected before counting writes
         proto, writes = recorded_writes(fast.fast)
         got = await asyncio.gather(*(fast.fast.evalsha(incr, ["c"], [i]) for i in range(1, 21)))
-        assert [w.count(b"EVALSHA") for w in writes] == [1, 19]
+        assert FLUSH_AT == 8
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 8, 8, 3]
         assert list(got) == [sum(range(1, i + 1)) for i in range(1, 21)]  # in send order
         assert await fast.fast.evalsha(incr, ["c"], [1]) == 211  # alone: at once
-        assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1]
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 8, 8, 3, 1]
         # a dropped connection: a command still waiting for the iteration's write fails and
         # is never sent (the first, written at once, fails too: its reply cannot come)
         at_once = asyncio.ensure_future(fast.fast.evalsha(incr, ["c"], [1000]))
         behind = asyncio.ensure_future(fast.fast.evalsha(incr, ["c"], [1000]))
         await asyncio.sleep(0)  # both tasks send: the first is written, the second waits
-        assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1, 1]
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 8, 8, 3, 1, 1]
         proto.abort()
         for task in (at_once, behind):
             with pytest.raises(RedisConnectionError):
                 await task
-        assert [w.count(b"EVALSHA") for w in writes] == [1, 19, 1, 1]  # nothing more went out
+        assert [w.count(b"EVALSHA") for w in writes] == [1, 8, 8, 3, 1, 1]  # nothing more went out
         with pytest.raises(RedisConnectionError):
             await proto.send(b"*1\r\n$4\r\nPING\r\n")
     finally:
