@@ -9,10 +9,13 @@ every worker's values.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import Any, Iterable, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
+
+from gateway.aio import running_loop
 
 NS = "modelyard"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -87,10 +90,11 @@ def exposition() -> tuple[bytes, str]:
 
 class _Finished:
     """The children one finished-request label combination (model, provider, status, team)
-    touches. Each is created on first use: a series that was never observed is never
-    exported."""
+    touches, and what this loop iteration's requests of that combination add to them. Each
+    child is created on first use: a series that was never observed is never exported."""
 
-    __slots__ = ("requests", "duration", "overhead", "ttft", "tokens", "cost")
+    __slots__ = ("requests", "duration", "overhead", "ttft", "tokens", "cost",
+                 "n", "durations", "overheads", "ttfts", "token_sums", "cost_sum")
 
     def __init__(self, requests: Any) -> None:
         self.requests = requests
@@ -99,6 +103,33 @@ class _Finished:
         self.ttft: Any = None
         self.tokens: list[Any] = [None, None, None, None]  # prompt, completion, cached, reasoning
         self.cost: Any = None
+        self.n = 0  # held: requests, observations, sums not yet in the children
+        self.durations: list[float] = []
+        self.overheads: list[float] = []
+        self.ttfts: list[float] = []
+        self.token_sums = [0, 0, 0, 0]
+        self.cost_sum = 0.0
+
+
+def observe_many(child: Any, values: list[float]) -> None:
+    """`child.observe(v)` for each value, with one increment per bucket touched and one of the
+    sum (prometheus_client takes a lock per increment). Falls back to `observe` when the
+    histogram child does not have the attributes this relies on."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) == 1:
+        for v in values:
+            child.observe(v)
+        return
+    counts: dict[int, int] = {}
+    for v in values:
+        i = bisect_left(bounds, v)  # the first bound >= v, as `observe` picks it
+        counts[i] = counts.get(i, 0) + 1
+    for i, c in counts.items():
+        if i < len(buckets):
+            buckets[i].inc(c)
+    total.inc(sum(values))
 
 
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
@@ -113,6 +144,7 @@ class Metrics:
         self._models: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._finished: dict[tuple[str, str, int, str], _Finished] = {}
+        self._held: list[_Finished] = []  # combinations with samples not yet added
 
     def configure(self, teams: Iterable[str], max_models: int) -> None:
         """A reloaded config's label policy (teams added by the reload get their own label)."""
@@ -145,41 +177,70 @@ class Metrics:
                  tokens: tuple[int, int, int, int], cost_usd: float) -> None:
         """One finished request: its count, duration (when a provider answered), overhead,
         time to first token, and tokens by kind (prompt, completion, cached, reasoning) with
-        their cost when prompt + completion > 0; the children of the combination looked up once."""
+        their cost when prompt + completion > 0; the children of the combination looked up once.
+
+        Inside an event loop the samples are held and added when the loop iteration ends, each
+        combination's in one go (a busy gateway finishes several requests an iteration: one
+        increment per child instead of one per request); outside one, at once."""
         key = (model, provider, status, team)
         f = self._finished.get(key)
         if f is None:
             f = self._finished[key] = _Finished(self._child(REQUESTS, model, provider, str(status)))
-        f.requests.inc()
+        if not f.n:
+            self._held.append(f)
+        f.n += 1
         if provider != "none":
             if f.duration is None:
                 f.duration = self._child(DURATION, model, provider)
-            f.duration.observe(duration_s)
+            f.durations.append(duration_s)
         if overhead_s is not None:
             if f.overhead is None:
                 f.overhead = self._child(OVERHEAD, model)
-            f.overhead.observe(max(overhead_s, 0.0))
+            f.overheads.append(max(overhead_s, 0.0))
         if ttft_s is not None:
             if f.ttft is None:
                 f.ttft = self._child(TTFT, model, provider)
-            f.ttft.observe(ttft_s)
+            f.ttfts.append(ttft_s)
         if tokens[0] + tokens[1]:
             self._count_tokens(f, model, provider, team, tokens, cost_usd)
+        if len(self._held) == 1 and f.n == 1:
+            try:
+                running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: now
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the held samples to their children (the loop calls this once an iteration)."""
+        held, self._held = self._held, []
+        for f in held:
+            f.requests.inc(f.n)
+            f.n = 0
+            for child, values in ((f.duration, f.durations), (f.overhead, f.overheads),
+                                  (f.ttft, f.ttfts)):
+                if values:
+                    observe_many(child, values)
+                    values.clear()
+            sums = f.token_sums
+            for i in range(4):
+                if sums[i]:
+                    f.tokens[i].inc(sums[i])
+                    sums[i] = 0
+            if f.cost_sum:
+                f.cost.inc(f.cost_sum)
+                f.cost_sum = 0.0
 
     def _count_tokens(self, f: _Finished, model: str, provider: str, team: str,
                       tokens: tuple[int, int, int, int], cost_usd: float) -> None:
-        children = f.tokens
+        children, sums = f.tokens, f.token_sums
         for i, n in enumerate(tokens):
             if n:
-                child = children[i]
-                if child is None:
-                    child = children[i] = self._child(TOKENS, model, provider, team,
-                                                      TOKEN_KINDS[i])
-                child.inc(n)
+                if children[i] is None:
+                    children[i] = self._child(TOKENS, model, provider, team, TOKEN_KINDS[i])
+                sums[i] += n
         if cost_usd:
             if f.cost is None:
                 f.cost = self._child(COST, model, team)
-            f.cost.inc(cost_usd)
+            f.cost_sum += cost_usd
 
     def rate_limited(self, scope: str, team: str) -> None:
         self._child(RATE_LIMITED, scope, team).inc()

@@ -3,6 +3,7 @@ exports exactly what plain per-sample label lookups export: the same series, the
 and no series for what was not observed."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -76,3 +77,25 @@ def test_finished_exports_what_the_separate_calls_export(repeat: int) -> None:
                 and "duration" in k[0]]
     assert not [k for k in got if k[0] == "modelyard_tokens_total"
                 and dict(k[1])["provider"] == "up2" and dict(k[1])["type"] == "cached"]
+
+
+async def test_samples_of_one_loop_iteration_are_added_together_when_it_ends() -> None:
+    """Inside an event loop the samples are held until the iteration ends, then added per
+    combination in one go: the same series and values (sums up to float rounding)."""
+    m = Metrics(["alpha"])
+    for case in CASES * 3:
+        old_path(m, case, "old-loop")
+        _, provider, status, team, duration, overhead, ttft, tokens, usd = case
+        m.finished("new-loop", provider, status, team, duration, overhead, ttft, tokens, usd)
+    key = ("modelyard_requests_total", (("model", "M"), ("provider", "up1"), ("status", "200")))
+    assert samples("new-loop")[key] == 0  # held: nothing added yet
+    await asyncio.sleep(0)
+    want, got = samples("old-loop"), samples("new-loop")
+    assert got == pytest.approx(want, rel=1e-12) and got.keys() == want.keys()
+    assert got[key] == 9
+    buckets = {k: v for k, v in got.items() if k[0].endswith("_bucket")}
+    assert buckets == {k: want[k] for k in buckets}  # counts are exact
+    # the next iteration's samples are added again
+    m.finished("new-loop", "up1", 200, "alpha", 0.012, None, None, (1, 1, 0, 0), 0.0)
+    await asyncio.sleep(0)
+    assert samples("new-loop")[key] == 10
