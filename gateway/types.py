@@ -170,13 +170,13 @@ class Usage:
 
     @classmethod
     def from_openai(cls, u: Mapping[str, Any] | None) -> "Usage | None":
-        if not u or not isinstance(u, Mapping):
-            return None
+        if not u or (u.__class__ is not dict and not isinstance(u, Mapping)):
+            return None  # (`__class__ is dict` first: an ABC check costs more than the rest)
         ptd = u.get("prompt_tokens_details") or {}
         ctd = u.get("completion_tokens_details") or {}
-        if not isinstance(ptd, Mapping):
+        if ptd.__class__ is not dict and not isinstance(ptd, Mapping):
             ptd = {}
-        if not isinstance(ctd, Mapping):
+        if ctd.__class__ is not dict and not isinstance(ctd, Mapping):
             ctd = {}
         return cls(
             prompt_tokens=token_count(u.get("prompt_tokens")),
