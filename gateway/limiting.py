@@ -17,7 +17,7 @@ from gateway.config.schema import Limits, Quota, TeamConfig
 from gateway.errors import ServiceUnavailable, UpstreamRateLimited
 from gateway.limits import LimitCheck, QuotaCheck
 from gateway.limits.spec import ratelimit_headers
-from gateway.metrics import REDIS_LATENCY
+from gateway.metrics import REDIS_LATENCY, HeldHistogram
 from gateway.types import Target
 
 T = TypeVar("T")
@@ -72,6 +72,7 @@ class Limiter:
         self._principals: dict[int, tuple[Any, Any]] = {}
         self._routes: dict[int, tuple[Any, Any]] = {}
         self.timed = getattr(backend, "name", "") != "memory"
+        self._latency = HeldHistogram(REDIS_LATENCY)
 
     @property
     def teams(self) -> Mapping[str, TeamConfig]:
@@ -112,7 +113,7 @@ class Limiter:
         if self.timed:
             t0 = time.perf_counter()
             decision = await self.backend.acquire(active, estimate, quotas)
-            REDIS_LATENCY.observe(time.perf_counter() - t0)
+            self._latency.observe(time.perf_counter() - t0)
         else:
             decision = await self.backend.acquire(active, estimate, quotas)
         if not decision.ok:

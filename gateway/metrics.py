@@ -111,6 +111,29 @@ class _Finished:
         self.cost_sum = 0.0
 
 
+class HeldHistogram:
+    """`observe` for a busy histogram (one sample a request): the samples of one event-loop
+    iteration are added together when it ends (`observe_many`); outside a loop, at once."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self._held: list[float] = []
+
+    def observe(self, value: float) -> None:
+        held = self._held
+        held.append(value)
+        if len(held) == 1:
+            try:
+                running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: now
+                self.flush()
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            observe_many(self.child, held)
+
+
 def observe_many(child: Any, values: list[float]) -> None:
     """`child.observe(v)` for each value, with one increment per bucket touched and one of the
     sum (prometheus_client takes a lock per increment). Falls back to `observe` when the

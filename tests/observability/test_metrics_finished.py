@@ -7,9 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
-from gateway.metrics import COST, DURATION, OVERHEAD, REQUESTS, TOKEN_KINDS, TOKENS, TTFT, Metrics
+from gateway.metrics import (
+    COST, DURATION, OVERHEAD, REQUESTS, TOKEN_KINDS, TOKENS, TTFT, HeldHistogram, Metrics,
+)
 
 FAMILIES = ("modelyard_requests", "modelyard_request_duration_seconds",
             "modelyard_time_to_first_token_seconds", "modelyard_overhead_seconds",
@@ -99,3 +101,26 @@ async def test_samples_of_one_loop_iteration_are_added_together_when_it_ends() -
     m.finished("new-loop", "up1", 200, "alpha", 0.012, None, None, (1, 1, 0, 0), 0.0)
     await asyncio.sleep(0)
     assert samples("new-loop")[key] == 10
+
+
+async def test_held_histogram_adds_an_iterations_samples_when_it_ends() -> None:
+    registry = CollectorRegistry()
+    held_h = Histogram("held_h", "held", buckets=(0.001, 0.01, 0.1), registry=registry)
+    plain_h = Histogram("plain_h", "plain", buckets=(0.001, 0.01, 0.1), registry=registry)
+    held = HeldHistogram(held_h)
+    values = [0.0005, 0.001, 0.002, 0.01, 0.05, 0.5, 3.0, 0.0001]
+    for v in values:
+        held.observe(v)
+        plain_h.observe(v)
+
+    def series(name: str) -> dict[str, float]:
+        return {f"{s.name.removeprefix(name)}{s.labels}": s.value
+                for family in registry.collect() for s in family.samples
+                if s.name.startswith(name) and not s.name.endswith("_created")}
+    assert series("held_h")["_count{}"] == 0  # held until the iteration ends
+    await asyncio.sleep(0)
+    assert series("held_h") == pytest.approx(series("plain_h"), rel=1e-12)
+    assert series("held_h")["_bucket{'le': '0.001'}"] == 3
+    held.observe(0.02)
+    await asyncio.sleep(0)
+    assert series("held_h")["_count{}"] == 9
