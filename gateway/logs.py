@@ -92,7 +92,9 @@ class AccessWriter:
         self._pending_to: logging.StreamHandler | None = None  # type: ignore[type-arg]
 
     def write(self, fields: dict[str, Any]) -> None:
-        handler = self.direct_handler()
+        # the set-up is checked once an event-loop iteration: later lines of the iteration
+        # (held in `_pending`) go where its first one went
+        handler = self._pending_to if self._pending else self.direct_handler()
         if handler is None:
             self.logger.info(self.msg, extra={"access": fields})
             return

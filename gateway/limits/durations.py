@@ -12,9 +12,22 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
+_TEXTS: dict[int, str] = {}  # milliseconds -> text: rate-limit headers repeat a few values
+_TEXTS_MAX = 4096
+
+
 def format_duration(seconds: float) -> str:
     """`0.012` → "12ms", `1` → "1s", `360` → "6m0s", `3723.5` → "1h2m3.5s"; negatives → "0s"."""
     ms = math.ceil(max(0.0, seconds) * 1000 - 1e-9)
+    text = _TEXTS.get(ms)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        text = _TEXTS[ms] = _format_ms(ms)
+    return text
+
+
+def _format_ms(ms: int) -> str:
     if ms <= 0:
         return "0s"
     if ms < 1000:

@@ -3,6 +3,7 @@ set-up it writes the very line `logging` + `JsonFormatter` would; any other set-
 `logging` unchanged."""
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -156,7 +157,6 @@ def test_write_error_reported_not_raised(own_logger: Any, monkeypatch: pytest.Mo
 
 
 async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logger: Any) -> None:
-    import asyncio
 
     logger, buf, handler = own_logger
     _alone(logger)
@@ -181,3 +181,19 @@ async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logge
     assert len(writes) == 2 and orjson.loads(writes[1])["request_id"] == "req-3"
     await asyncio.sleep(0)
     assert len(writes) == 2  # nothing twice
+
+
+async def test_set_up_is_checked_once_an_iteration(own_logger: Any) -> None:
+    """The lines of one loop iteration go where its first line went; a set-up changed during
+    the iteration counts from the next one."""
+    logger, buf, _ = own_logger
+    _alone(logger)
+    writer = AccessWriter(logger)
+    writer.write({"request_id": "r-1"})
+    extra = _second_handler(logger)  # no longer the gateway's own set-up
+    writer.write({"request_id": "r-2"})
+    await asyncio.sleep(0)
+    assert [orjson.loads(x)["request_id"] for x in buf.getvalue().splitlines()] == ["r-1", "r-2"]
+    assert extra.getvalue() == ""
+    writer.write({"request_id": "r-3"})  # a new iteration: through logging, both handlers
+    assert "r-3" in extra.getvalue() and buf.getvalue().count("r-3") == 1
