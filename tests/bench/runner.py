@@ -186,7 +186,10 @@ def run(opts: Options) -> Results:
         ts = [mock] + _start_all(gateways, res)
         runner = Runner(wrk, tmp, cpus.aux, cpus.aux_count, b.gateway_key, mock,
                         redis_pid=redis.proc.pid if redis.proc is not None else None)
-        _measure_all(runner, ts, opts, res)
+        try:
+            _measure_all(runner, ts, opts, res)
+        finally:
+            res.notes.extend(runner.notes)
         _observe(b, ts, redis, res)
     finally:
         for t in reversed(everything):
