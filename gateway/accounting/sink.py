@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections import OrderedDict, deque
 from typing import Callable, Literal, Sequence
 
@@ -31,6 +32,10 @@ from gateway.accounting.record import UsageRecord
 log = logging.getLogger(__name__)
 
 DropPolicy = Literal["newest", "oldest"]
+# records a writer refuses for good are logged one by one up to this many a window; past that
+# (a store that refuses everything) they are counted and summed up in one line
+UNWRITABLE_LOGGED = 10
+UNWRITABLE_WINDOW_S = 60.0
 
 
 # Redis error replies that mean "not now", not "never": the server is busy (a long script),
@@ -113,6 +118,9 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
         self.written = 0
+        self.drop_window_at = -UNWRITABLE_WINDOW_S  # when the current window of drop logs began
+        self.drops_logged = 0  # in that window
+        self.drops_unlogged = 0  # dropped past the budget, not yet summed up
 
     @property
     def pending(self) -> int:
@@ -186,6 +194,7 @@ class _Lane:
     def _written(self, n: int) -> None:
         self.inflight -= n
         self.written += n
+        self.sum_up_drops()
         if self.failures:
             log.info("usage: %s writable again after %d failures", type(self.writer).__name__,
                      self.failures)
@@ -203,10 +212,28 @@ class _Lane:
         self.inflight -= 1
         self.sink.unwritable += 1
         self.sink._count_drop(1)
+        now = time.monotonic()
+        if now - self.drop_window_at >= UNWRITABLE_WINDOW_S:
+            self.sum_up_drops()
+            self.drop_window_at, self.drops_logged = now, 0
+        if self.drops_logged >= UNWRITABLE_LOGGED:
+            self.drops_unlogged += 1
+            return
+        self.drops_logged += 1
         ids = {name: _brief(getattr(record, name, None)) for name in ("request_id", "key_id", "model")}
-        log.error("usage: record %s (key %s, model %s) dropped: %s refused it (%s: %s)",
+        log.error("usage: record %s (key %s, model %s) dropped: %s refused it (%s: %s)%s",
                   ids["request_id"], ids["key_id"], ids["model"], type(self.writer).__name__,
-                  type(exc).__name__, _brief(exc, text_of=str), extra=ids)
+                  type(exc).__name__, _brief(exc, text_of=str),
+                  "; further drops this minute are counted, not logged one by one"
+                  if self.drops_logged == UNWRITABLE_LOGGED else "", extra=ids)
+
+    def sum_up_drops(self) -> None:
+        """One line for the drops past the log budget (when the window ends, the lane writes
+        again, or the sink closes)."""
+        if self.drops_unlogged:
+            log.error("usage: %d more records dropped: %s refused them (not logged one by one)",
+                      self.drops_unlogged, type(self.writer).__name__)
+            self.drops_unlogged = 0
 
     async def _backoff(self) -> None:
         base = self.sink.backoff_initial_s * (2 ** min(self.failures - 1, 16))
@@ -368,6 +395,8 @@ class UsageSink:
             if lane.task is not None:
                 lane.task.cancel()
         await asyncio.gather(*(lane.task for lane in self._lanes if lane.task), return_exceptions=True)
+        for lane in self._lanes:
+            lane.sum_up_drops()
         lost = sum(lane.pending for lane in self._lanes)
         if not flushed and lost:
             log.error("usage: %d records could not be written before shutdown", lost)

@@ -20,7 +20,8 @@ from gateway.accounting.jsonl import JsonlWriter, read_jsonl
 from gateway.accounting.query import query
 from gateway.accounting.record import UsageRecord
 from gateway.accounting.redis_store import RedisUsageStore
-from gateway.accounting.sink import UsageSink, is_permanent
+from gateway.accounting import sink as sink_module
+from gateway.accounting.sink import UNWRITABLE_LOGGED, UNWRITABLE_WINDOW_S, UsageSink, is_permanent
 from tests.accounting.factory import make_record
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -116,6 +117,36 @@ async def test_a_poison_record_is_dropped_alone_and_the_lane_goes_on(
     assert (sink.dropped, len(_errors(caplog))) == (1, 1)
     await sink.close()
     assert sink.dropped == 1
+
+
+async def test_a_store_refusing_everything_does_not_flood_the_log(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drops are logged one by one up to UNWRITABLE_LOGGED a window; the rest are counted and
+    summed up in one line when the window ends, the store takes records again, or at close."""
+    clock = [1000.0]
+    monkeypatch.setattr(sink_module.time, "monotonic", lambda: clock[0])
+    writer = ScriptedWriter(set(_ids(range(40))))
+    sink, drops = _sink(writer, max_buffer=100)
+    await sink.start()
+    for i in range(25):
+        sink.submit(make_record(i))
+    assert await sink.flush(timeout_s=10)
+    assert (sink.dropped, sink.unwritable, sum(drops)) == (25, 25, 25)  # every drop counted
+    one_by_one = [r for r in _errors(caplog) if hasattr(r, "request_id")]
+    assert len(one_by_one) == UNWRITABLE_LOGGED == len(_errors(caplog))
+    assert "counted, not logged one by one" in one_by_one[-1].getMessage()
+    sink.submit(make_record(50))  # the store takes records again: the rest is summed up
+    assert await sink.flush(timeout_s=10)
+    [summary] = _errors(caplog)[UNWRITABLE_LOGGED:]
+    assert "15 more records dropped: ScriptedWriter refused them" in summary.getMessage()
+    clock[0] += UNWRITABLE_WINDOW_S  # a new window: one by one again
+    for i in range(25, 37):
+        sink.submit(make_record(i))
+    assert await sink.flush(timeout_s=10)
+    assert len([r for r in _errors(caplog) if hasattr(r, "request_id")]) == 2 * UNWRITABLE_LOGGED
+    await sink.close()  # the two past this window's budget
+    assert "2 more records dropped" in _errors(caplog)[-1].getMessage()
+    assert sink.dropped == 37 and writer.written == ["req-50"]
 
 
 @pytest.mark.parametrize("poison", [{0}, {7}, {2, 3}, {1, 6}, set(range(8)), {3, 9, 15}])
