@@ -83,7 +83,9 @@ async def my_key(request: web.Request) -> web.Response:
     """The key's own view. `quota`, `usage` and `remaining` are the key's own quota (as they
     always were); `quotas` lists every quota that binds the key (its own and its team's) with
     what is used and left in the current period, read from the limiter's state backend, and
-    `effective_remaining` is the tightest of them: what is left before `insufficient_quota`."""
+    `effective_remaining` is the tightest of them: what is left before `insufficient_quota`.
+    `degraded` is true when Redis is unreachable (`on_redis_error: open`) and those numbers are
+    this replica's own counts since the outage began."""
     p = await _principal(request)
     res = request.app[RESOURCES]
     quota = p.quota
@@ -96,7 +98,11 @@ async def my_key(request: web.Request) -> web.Response:
         "expires_at": p.expires_at,
     }
     checks = res.limits.quota_checks(p)  # the key's (when capped), then its team's
-    usages = await res.state.limits.usage(checks) if checks else []
+    backend = res.state.limits
+    usages = await backend.usage(checks) if checks else []
+    # Redis unreachable with `on_redis_error: open`: the quota numbers are this replica's own
+    # counts since the outage began, not the shared ones
+    out["degraded"] = bool(checks) and not getattr(backend, "up", True)
     own = next((u for u in usages if u.scope == "key"), None)
     remaining: dict[str, Any] = {"tokens": None, "usd": None}
     if own is not None:

@@ -16,7 +16,7 @@ KEY_MATE = "sk-e2e-mate-5c5c5c"  # team qq, no quota of its own
 KEY_UNCAPPED = "sk-e2e-uncapped-6d6d6d"  # a quota that caps nothing, in team q
 KEY_UNCAPPED_ALONE = "sk-e2e-uncapped-7e7e7e"  # the same, in a team without a quota
 OLD_FIELDS = {"id", "team", "models", "limits", "quota", "expires_at", "usage", "remaining"}
-NEW_FIELDS = {"quotas", "effective_remaining"}
+NEW_FIELDS = {"quotas", "effective_remaining", "degraded"}
 
 
 def today() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from tests.e2e.conftest import MakeGateway, settle
-from tests.e2e.support import KEY_FREE, KEY_LIM, MASTER, auth, eventually, fire, say
+from tests.e2e.support import KEY_FREE, KEY_LIM, KEY_QUOTA, MASTER, auth, eventually, fire, say
 from tests.redis_fixture import RedisServer
 
 
@@ -136,3 +136,42 @@ async def test_closed_mode_outage_does_not_flood_the_log_with_gauge_errors(
     assert not [r for r in caplog.records if r.getMessage() == "health gauge refresh failed"]
     outage = [r.getMessage() for r in caplog.records if r.getMessage().startswith("redis unavailable")]
     assert len(outage) == 1 and "refuse with 503" in outage[0] and "connect" in outage[0].lower()
+
+
+async def test_key_view_says_when_its_quota_numbers_are_this_replicas_own(
+        own_redis: RedisServer, make_gateway: MakeGateway) -> None:
+    """`GET /v1/key` during an outage in open mode: `degraded` true and the numbers this
+    replica counted since; false again, with the shared numbers, once Redis is back."""
+    gw = await make_gateway(own_redis.url)
+
+    async def view() -> dict[str, Any]:
+        r = await gw.get("/v1/key", headers=auth(KEY_QUOTA))
+        assert r.status == 200
+        return await r.json()  # type: ignore[no-any-return]
+
+    assert await status_of(gw, KEY_QUOTA, "usage 30 10") == 200
+    await settle(gw)
+    before = await view()
+    assert before["degraded"] is False and before["quotas"][0]["used"]["tokens"] == 40
+    own_redis.cli("SAVE")
+    own_redis.stop()
+
+    async def down() -> bool:
+        return await redis_up_metric(gw) == 0
+
+    await eventually(down, 3.0, "modelyard_redis_up 0")
+    assert await status_of(gw, KEY_QUOTA, "usage 5 2") == 200
+    await settle(gw)
+    during = await view()
+    assert during["degraded"] is True
+    assert during["quotas"][0]["used"]["tokens"] == 7  # this replica's own count since the outage
+    own_redis.start()
+
+    async def up() -> bool:
+        return await redis_up_metric(gw) == 1
+
+    await eventually(up, 5.0, "modelyard_redis_up 1 after restart")
+    after = await view()
+    assert after["degraded"] is False and after["quotas"][0]["used"]["tokens"] == 40  # shared again
+    free = await gw.get("/v1/key", headers=auth(KEY_FREE))
+    assert (await free.json())["degraded"] is False  # no quota: nothing from the state store
