@@ -94,6 +94,7 @@ async def state_resources(app: Any) -> AsyncIterator[None]:
 
         target = fast_target(cfg.state.redis_url)
         res.usage_store = RedisUsageStore(client, stream_maxlen=cfg.usage.stream_maxlen,
+                                          dedup_ttl_s=cfg.usage.dedup_window_s,
                                           fast=FastRedis(target) if target else None)
         res.traces = RedisTraceStore(client)
     else:

@@ -216,6 +216,16 @@ class UsageConfig:
     jsonl_path: str = ""  # JSON-lines file sink; empty: none
     buffer: int = 10000
     stream_maxlen: int = 1_000_000
+    # how long Redis remembers a written record's id, so that a batch written again (its reply
+    # lost, then retried) is counted once; one small key per request for this long
+    dedup_window_s: int = 3600
+
+    def problems(self) -> list[str]:
+        out = [f"{n}: must be a positive integer" for n in ("buffer", "stream_maxlen")
+               if getattr(self, n) <= 0]
+        if self.dedup_window_s < 60:
+            out.append("dedup_window_s: must be at least 60 (seconds)")
+        return out
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,9 @@ def test_config_error_message_lists_every_problem() -> None:
      "auth.keys[1].id: duplicate key id 'd'"),
     ("auth", {"keys": [{"id": "h", "key_sha256": "xyz"}]},
      "auth.keys[0].key_sha256: must be a 64-character hex SHA-256 digest"),
+    ("usage", {"dedup_window_s": 59}, "usage.dedup_window_s: must be at least 60 (seconds)"),
+    ("usage", {"stream_maxlen": 0}, "usage.stream_maxlen: must be a positive integer"),
+    ("usage", {"buffer": -1}, "usage.buffer: must be a positive integer"),
 ])
 def test_single_problem(section: str, value: object, expected: str) -> None:
     data = base_config("http://127.0.0.1:9/v1")

@@ -298,3 +298,22 @@ async def test_a_client_request_id_that_is_not_utf8_is_recorded_and_echoed(
     [rec] = records(jsonl).values()
     assert rec.extra["client_request_id"] == kept
     assert (rec.prompt_tokens, rec.completion_tokens) == (3, 4)
+
+
+async def test_dedup_window_sets_how_long_redis_remembers_record_ids(
+        redis_url: str, make_gateway: MakeGateway) -> None:
+    """`usage.dedup_window_s` is the life of the per-record ids Redis keeps to count a retried
+    batch once (the bulk of the usage store's memory after the stream: sized in the README)."""
+    from redis.asyncio import Redis
+
+    gw = await make_gateway(redis_url, usage={"dedup_window_s": 120})
+    r = await gw.post("/v1/chat/completions", json=say("hi"), headers=auth(KEY_FREE))
+    assert r.status == 200
+    await settle(gw)
+    client = Redis.from_url(redis_url)
+    try:
+        seen = [k async for k in client.scan_iter(match="modelyard:{usage}:seen:*")]
+        assert len(seen) == 1
+        assert 100 < await client.ttl(seen[0]) <= 120
+    finally:
+        await client.aclose()
