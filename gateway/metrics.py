@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -111,6 +111,16 @@ class _Finished:
         self.cost_sum = 0.0
 
 
+def at_iteration_end(callback: Callable[[], None]) -> None:
+    """Run `callback` when the current event-loop iteration ends; outside a loop, now."""
+    try:
+        loop = running_loop()
+    except RuntimeError:
+        callback()
+    else:
+        loop.call_soon(callback)
+
+
 class HeldHistogram:
     """`observe` for a busy histogram (one sample a request): the samples of one event-loop
     iteration are added together when it ends (`observe_many`); outside a loop, at once."""
@@ -123,10 +133,7 @@ class HeldHistogram:
         held = self._held
         held.append(value)
         if len(held) == 1:
-            try:
-                running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop: now
-                self.flush()
+            at_iteration_end(self.flush)
 
     def flush(self) -> None:
         held, self._held = self._held, []
@@ -227,10 +234,7 @@ class Metrics:
         if tokens[0] + tokens[1]:
             self._count_tokens(f, model, provider, team, tokens, cost_usd)
         if len(self._held) == 1 and f.n == 1:
-            try:
-                running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop: now
-                self.flush()
+            at_iteration_end(self.flush)
 
     def flush(self) -> None:
         """Add the held samples to their children (the loop calls this once an iteration)."""
