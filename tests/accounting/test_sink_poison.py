@@ -21,7 +21,8 @@ from gateway.accounting.query import query
 from gateway.accounting.record import UsageRecord
 from gateway.accounting.redis_store import RedisUsageStore
 from gateway.accounting import sink as sink_module
-from gateway.accounting.sink import UNWRITABLE_LOGGED, UNWRITABLE_WINDOW_S, UsageSink, is_permanent
+from gateway.accounting.failures import is_permanent
+from gateway.accounting.sink import UNWRITABLE_LOGGED, UNWRITABLE_WINDOW_S, UsageSink
 from tests.accounting.factory import make_record
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
