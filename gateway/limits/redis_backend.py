@@ -1,13 +1,9 @@
 """Redis state backend: the algorithm of `spec` in Lua, one EVALSHA per slot group.
 
-Keys (prefix `my` by default) carry a hash tag so that every scope of one group lands in
-one Redis Cluster slot:
-
-* a key scope (limits and quota) has `{k:<key id>}`, a team scope `{t:<team>}`, a model
-  (route) scope `{m:<route>}`, a provider scope `{p:<provider>}`.
-
-A key's names never depend on what else the request carries (a key moved to another team
-keeps its counters), at the price of one more concurrent call on a cluster.
+The slot groups (keys with their Cluster hash tags, the scripts' numbers, the packed EVALSHA)
+are planned in `gateway.limits.redis_plan`. A key's names never depend on what else the
+request carries (a key moved to another team keeps its counters), at the price of one more
+concurrent call on a cluster.
 
 On a standalone Redis all scopes go into ONE script call whatever their tags. On a cluster
 each group is one script call, all sent concurrently (one round trip of wall time); if one
@@ -17,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,82 +20,18 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.limits.background import BackgroundTasks
 from gateway.limits.connection import RedisClient, connect
-from gateway.limits.fastredis import FastRedis, fast_target, pack
+from gateway.limits.fastredis import FastRedis, fast_target
+from gateway.limits.redis_plan import Group, Planner, Settle, merge_settles, num_arg
 from gateway.limits.scripts import ScriptSources
 from gateway.limits.spec import (
-    Decision, LimitCheck, QuotaCheck, QuotaSlot, QuotaUsage, Reservation, Window, active_limits,
+    Decision, LimitCheck, QuotaCheck, QuotaUsage, Reservation, Window, active_limits,
     quota_slot, tighter,
 )
 
 Clock = Callable[[], float]
 
 
-def _esc(ident: str) -> str:
-    return ident.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-
-
-_TAG = {"key": "k", "team": "t", "model": "m", "provider": "p"}
-
-
-def slot_tag(scope: str, ident: str) -> str:
-    short = _TAG.get(scope)
-    return f"{short}:{_esc(ident)}" if short else f"s:{_esc(scope)}:{_esc(ident)}"
-
-
-def _num(v: int | float | None) -> str:
-    return "-1" if v is None else repr(v)
-
-
-@dataclass(slots=True)
-class _Group:
-    """One script call's share of a request: its limits, quotas and keys. Groups are built once
-    per set of checks and shared by every request with that set (read-only after `_plan`)."""
-
-    limits: list[LimitCheck] = field(default_factory=list)
-    quotas: list[QuotaSlot] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    nums_head: str = ""  # ARGV[2] is nums_head + estimate + nums_tail
-    nums_tail: str = ""
-    packed: bytes = b""  # EVALSHA up to ARGV[2], packed (pipelined connection, server clock)
-    same: tuple[Any, ...] = ()  # equal for groups of the same keys and limits
-    tpm: bool = False  # a limit of the group counts tokens
-
-    def nums(self, est: int) -> str:
-        return f"{self.nums_head}{est}{self.nums_tail}"
-
-    def command(self, est: int) -> bytes:
-        """The whole packed EVALSHA of this group for `est` tokens."""
-        arg = self.nums(est).encode()
-        return b"%s$%d\r\n%s\r\n" % (self.packed, len(arg), arg)
-
-
-_PLANS_MAX = 4096  # sets of checks whose groups are remembered
-
-
 SETTLE_TIMEOUT_S = 2.0  # a queued reconcile batch waits at most this long for Redis
-
-
-Settle = tuple[_Group, int, int, float]  # a queued settle: group, token delta, tokens, USD
-
-
-def merge_settles(queue: list[Settle]) -> list[Settle]:
-    """The settles of one flush with those of the same keys and limits summed into one (token
-    deltas, quota tokens and USD add up): a busy key settles once per flush, not once per
-    request, and Redis runs one script instead of many. Queued settles never give requests
-    back, so request counts are untouched; a token bucket gets the same sum, capped at its
-    size once instead of after each part."""
-    if len(queue) < 2:
-        return queue
-    merged: dict[tuple[Any, ...], list[Any]] = {}
-    for g, delta, tokens, usd in queue:
-        acc = merged.get(g.same)
-        if acc is None:
-            merged[g.same] = [g, delta, tokens, usd]
-        else:
-            acc[1] += delta
-            acc[2] += tokens
-            acc[3] += usd
-    return [(g, delta, tokens, usd) for g, delta, tokens, usd in merged.values()]
 
 
 class RedisBackend:
@@ -123,7 +54,9 @@ class RedisBackend:
         self._queue: list[Settle] = []
         self._flushing = False
         self._pool_reset = False
-        self._plans: dict[tuple[Any, ...], list[_Group]] = {}
+        planner = Planner(prefix, cluster, self._acquire.sha if fast and clock is None else "")
+        self._groups = planner.groups  # a set of checks' slot groups, remembered
+        self._plan = planner.plan  # the same, built afresh
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "my", clock: Clock | None = None,
@@ -157,50 +90,9 @@ class RedisBackend:
     def _wall(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
-    def _groups(self, limits: tuple[LimitCheck, ...], slots: tuple[QuotaSlot, ...]) -> list[_Group]:
-        """`_plan`, remembered per set of checks: the keys, the numbers and the packed command
-        of a key's requests are the same every time but for the estimate."""
-        plan = self._plans.get((limits, slots))
-        if plan is None:
-            plan = self._plan(limits, slots)
-            if len(self._plans) >= _PLANS_MAX:
-                self._plans.clear()
-            self._plans[(limits, slots)] = plan
-        return plan
-
-    def _plan(self, limits: Sequence[LimitCheck], slots: Sequence[QuotaSlot]) -> list[_Group]:
-        groups: dict[str, _Group] = {}
-        p = self.prefix
-        for c in limits:
-            tag = slot_tag(c.scope, c.ident)
-            g = groups.setdefault(tag if self.cluster else "", _Group())
-            g.limits.append(c)
-            g.keys.append(f"{p}:rl:{{{tag}}}:{c.scope}:{_esc(c.ident)}")
-        quota_keys: dict[str, list[str]] = {}
-        for s in slots:
-            tag = slot_tag(s.check.scope, s.check.ident)
-            g = groups.setdefault(tag if self.cluster else "", _Group())
-            g.quotas.append(s)
-            quota_keys.setdefault(tag if self.cluster else "", []).append(
-                f"{p}:q:{{{tag}}}:{s.check.scope}:{_esc(s.check.ident)}:{s.period_key}")
-        for name, keys in quota_keys.items():
-            groups[name].keys.extend(keys)
-        for g in groups.values():
-            tail = [x for c in g.limits for x in (_num(c.rpm), _num(c.tpm))] + [
-                x for s in g.quotas
-                for x in (_num(s.check.tokens), _num(s.check.usd), str(s.expire_at))]
-            g.nums_head = f"{len(g.limits)} {len(g.quotas)} "
-            g.nums_tail = "".join(" " + x for x in tail)
-            g.same = (*g.keys, g.nums_tail)
-            g.tpm = any(c.tpm is not None for c in g.limits)
-            if self.fast is not None and self._clock is None:
-                full = pack(("EVALSHA", self._acquire.sha, len(g.keys), *g.keys, "", "-"))
-                g.packed = full[:-len(b"$1\r\n-\r\n")]
-        return list(groups.values())
-
     # ------------------------------------------------------------------ acquire
 
-    async def _run_acquire(self, g: _Group, now: str, est: int, timeout_s: float = 0.0,
+    async def _run_acquire(self, g: Group, now: str, est: int, timeout_s: float = 0.0,
                            ) -> list[int]:
         args = [now, g.nums(est)]
         if self.fast is None:
@@ -283,7 +175,7 @@ class RedisBackend:
         return decision
 
     @staticmethod
-    def _decide(groups: list[_Group], replies: list[Any]) -> Decision:
+    def _decide(groups: list[Group], replies: list[Any]) -> Decision:
         """The decision of the groups' replies (`reservation` is the caller's to fill)."""
         req: Window | None = None
         tok: Window | None = None
@@ -312,19 +204,19 @@ class RedisBackend:
 
     # ------------------------------------------------------------------ reconcile
 
-    def _settle_args(self, g: _Group, delta: int, back: int, tokens: int,
+    def _settle_args(self, g: Group, delta: int, back: int, tokens: int,
                      usd: float) -> list[str | int]:
         args: list[str | int] = [self._now_arg(), len(g.limits), len(g.quotas), delta, back]
         for c in g.limits:
-            args += (_num(c.rpm), _num(c.tpm))
+            args += (num_arg(c.rpm), num_arg(c.tpm))
         for s in g.quotas:
             args += (tokens, repr(usd) if usd else "0", -back, s.expire_at)
         return args
 
-    async def _settle(self, g: _Group, delta: int, back: int, tokens: int, usd: float) -> None:
+    async def _settle(self, g: Group, delta: int, back: int, tokens: int, usd: float) -> None:
         await self._reconcile(keys=g.keys, args=self._settle_args(g, delta, back, tokens, usd))
 
-    async def _undo(self, groups: list[_Group], est: int) -> None:
+    async def _undo(self, groups: list[Group], est: int) -> None:
         await asyncio.gather(*(self._settle(g, -est, 1, 0, 0.0) for g in groups))
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int,

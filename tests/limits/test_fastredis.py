@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.limits.fastredis import FLUSH_AT, FastRedis, FastTarget, fast_target, pack
-from gateway.limits.redis_backend import RedisBackend, merge_settles
+from gateway.limits.redis_backend import RedisBackend
+from gateway.limits.redis_plan import merge_settles
 from gateway.limits.spec import Decision, LimitCheck, QuotaCheck, quota_slot
 from tests.limits.conftest import T0
 from tests.redis_fixture import RedisServer
