@@ -183,6 +183,7 @@ class Recorder:
 
     async def drain(self) -> None:
         self._access_line.flush()
+        self.metrics.flush()  # the samples held for the current loop iteration
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
