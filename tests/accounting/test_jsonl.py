@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import orjson
+import pytest
 
 from gateway.accounting.jsonl import JsonlWriter, read_jsonl
 from gateway.accounting.memory_store import MemoryUsageStore
@@ -51,3 +54,30 @@ async def test_a_record_with_an_unencodable_string_is_still_written(tmp_path: Pa
     assert first["user"] == "caf\ufffd" and first["extra"]["client_request_id"] == "x\ufffdy"
     assert first["extra"]["big"] == str(2 ** 70) and first["request_id"] == odd.request_id
     assert second == orjson.loads(orjson.dumps(plain))  # the others exactly as before
+
+
+async def test_a_write_that_timed_out_then_finished_is_not_appended_again(tmp_path: Path) -> None:
+    """The sink gives up on a slow append (its timeout) and writes the batch again; the first
+    append still finishes in its thread. Each record's line is in the file once."""
+    path = tmp_path / "usage.jsonl"
+    writer = JsonlWriter(path)
+    disk = threading.Event()  # a disk that hangs until released
+    real = writer._write_file
+
+    def slow(data: bytes) -> None:
+        assert disk.wait(10)
+        real(data)
+
+    writer._write_file = slow  # type: ignore[method-assign]
+    records = random_records(6)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(writer.write_batch(records[:4]), 0.05)  # gave up; still running
+    retry = asyncio.ensure_future(writer.write_batch(records))  # the sink's next batch: 4 + 2
+    await asyncio.sleep(0)
+    assert not path.exists()
+    disk.set()
+    assert await retry == 6
+    ids = [orjson.loads(x)["request_id"] for x in path.read_bytes().splitlines()]
+    assert ids == [r.request_id for r in records]  # in order, each once
+    await writer.write_batch(records[4:])  # remembered: nothing appended
+    assert len(path.read_bytes().splitlines()) == 6
