@@ -71,6 +71,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Access lines are held at most this long (a crash loses at most this much of the access log,
+# never usage accounting), or until this many are held
+ACCESS_FLUSH_S = 0.05
+ACCESS_FLUSH_LINES = 256
+
+
 class AccessWriter:
     """Writes the access log's one line per request: `write(fields)` logs `msg` at INFO with
     the fields as the `access` extra.
@@ -82,18 +88,21 @@ class AccessWriter:
     cost). Any other set-up (text format, extra handlers, test capture) goes through `logging`.
     """
 
-    def __init__(self, logger: logging.Logger, msg: str = "request") -> None:
+    def __init__(self, logger: logging.Logger, msg: str = "request",
+                 flush_s: float = ACCESS_FLUSH_S) -> None:
         self.logger = logger
         self.msg = msg
         self.stamp = _UtcStamp()
-        # inside an event loop the lines of one loop iteration leave in one write (a write
-        # system call per line was ~4 % of a request's CPU); outside one, each line at once
+        # inside an event loop lines are held and leave together, `flush_s` after the first
+        # one (0: when the loop iteration ends) or once ACCESS_FLUSH_LINES are held: a write
+        # system call per line was ~4 % of a request's CPU. Outside a loop, each line at once.
+        self.flush_s = flush_s
         self._pending: list[str] = []
         self._pending_to: logging.StreamHandler | None = None  # type: ignore[type-arg]
 
     def write(self, fields: dict[str, Any]) -> None:
-        # the set-up is checked once an event-loop iteration: later lines of the iteration
-        # (held in `_pending`) go where its first one went
+        # the set-up is checked for the first line held: the lines held with it (`_pending`)
+        # go where it went
         handler = self._pending_to if self._pending else self.direct_handler()
         if handler is None:
             self.logger.info(self.msg, extra={"access": fields})
@@ -113,12 +122,18 @@ class AccessWriter:
         if self._pending_to is not handler:
             self.flush()
             self._pending_to = handler
-        self._pending.append(line)
-        if len(self._pending) == 1:
-            loop.call_soon(self.flush)
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            if self.flush_s:
+                loop.call_later(self.flush_s, self.flush)
+            else:
+                loop.call_soon(self.flush)
+        elif len(pending) >= ACCESS_FLUSH_LINES:
+            self.flush()
 
     def flush(self) -> None:
-        """Write the lines held for the current loop iteration (called by the loop)."""
+        """Write the lines held (called by the loop, and at shutdown)."""
         handler, lines = self._pending_to, self._pending
         if handler is None or not lines:
             return

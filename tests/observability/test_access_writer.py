@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from gateway.logs import AccessWriter, JsonFormatter, TextFormatter
+from gateway.logs import ACCESS_FLUSH_LINES, ACCESS_FLUSH_S, AccessWriter, JsonFormatter, TextFormatter
 
 FIELDS: dict[str, Any] = {
     "request_id": "req-7", "key_id": "k1", "team": "t\u00e9am", "model": "chat/main",
@@ -168,7 +168,7 @@ async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logge
             return super().write(s)
 
     handler.setStream(Counting())
-    writer = AccessWriter(logger)
+    writer = AccessWriter(logger, flush_s=0)  # at the end of the iteration
     for i in range(3):
         writer.write({**FIELDS, "request_id": f"req-{i}"})
     assert writes == []  # held until the loop moves on
@@ -183,12 +183,12 @@ async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logge
     assert len(writes) == 2  # nothing twice
 
 
-async def test_set_up_is_checked_once_an_iteration(own_logger: Any) -> None:
-    """The lines of one loop iteration go where its first line went; a set-up changed during
-    the iteration counts from the next one."""
+async def test_set_up_is_checked_once_a_flush(own_logger: Any) -> None:
+    """The lines held together go where the first one went; a set-up changed meanwhile counts
+    from the next flush (here at the end of each loop iteration)."""
     logger, buf, _ = own_logger
     _alone(logger)
-    writer = AccessWriter(logger)
+    writer = AccessWriter(logger, flush_s=0)
     writer.write({"request_id": "r-1"})
     extra = _second_handler(logger)  # no longer the gateway's own set-up
     writer.write({"request_id": "r-2"})
@@ -197,3 +197,35 @@ async def test_set_up_is_checked_once_an_iteration(own_logger: Any) -> None:
     assert extra.getvalue() == ""
     writer.write({"request_id": "r-3"})  # a new iteration: through logging, both handlers
     assert "r-3" in extra.getvalue() and buf.getvalue().count("r-3") == 1
+
+
+async def test_lines_are_held_flush_s_or_until_a_bound(own_logger: Any) -> None:
+    """By default lines leave ACCESS_FLUSH_S after the first one is held (one write for every
+    line of that time, whatever the load), or at once when ACCESS_FLUSH_LINES are held."""
+    logger, buf, handler = own_logger
+    _alone(logger)
+    writes: list[str] = []
+
+    class Counting(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    handler.setStream(Counting())
+    writer = AccessWriter(logger)
+    assert writer.flush_s == ACCESS_FLUSH_S > 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    writer.write({"request_id": "a"})
+    await asyncio.sleep(0)
+    writer.write({"request_id": "b"})  # a later iteration: still held
+    await asyncio.sleep(0)
+    assert writes == []
+    async with asyncio.timeout(5):
+        while not writes:
+            await asyncio.sleep(0.005)
+    assert loop.time() - t0 >= ACCESS_FLUSH_S * 0.9
+    assert [orjson.loads(x)["request_id"] for x in writes[0].splitlines()] == ["a", "b"]
+    for i in range(ACCESS_FLUSH_LINES):  # the bound: written at once, in one write
+        writer.write({"request_id": f"n{i}"})
+    assert len(writes) == 2 and len(writes[1].splitlines()) == ACCESS_FLUSH_LINES
