@@ -156,10 +156,8 @@ def test_write_error_reported_not_raised(own_logger: Any, monkeypatch: pytest.Mo
     assert [rec.access["request_id"] for rec in seen] == ["r-2"]  # type: ignore[attr-defined]
 
 
-async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logger: Any) -> None:
-
-    logger, buf, handler = own_logger
-    _alone(logger)
+def count_writes(handler: logging.StreamHandler) -> list[str]:  # type: ignore[type-arg]
+    """The handler now writes to a buffer that lists each write it gets."""
     writes: list[str] = []
 
     class Counting(io.StringIO):
@@ -168,6 +166,13 @@ async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logge
             return super().write(s)
 
     handler.setStream(Counting())
+    return writes
+
+
+async def test_in_a_loop_the_lines_of_one_iteration_leave_in_one_write(own_logger: Any) -> None:
+    logger, buf, handler = own_logger
+    _alone(logger)
+    writes = count_writes(handler)
     writer = AccessWriter(logger, flush_s=0)  # at the end of the iteration
     for i in range(3):
         writer.write({**FIELDS, "request_id": f"req-{i}"})
@@ -204,14 +209,7 @@ async def test_lines_are_held_flush_s_or_until_a_bound(own_logger: Any) -> None:
     line of that time, whatever the load), or at once when ACCESS_FLUSH_LINES are held."""
     logger, buf, handler = own_logger
     _alone(logger)
-    writes: list[str] = []
-
-    class Counting(io.StringIO):
-        def write(self, s: str) -> int:
-            writes.append(s)
-            return super().write(s)
-
-    handler.setStream(Counting())
+    writes = count_writes(handler)
     writer = AccessWriter(logger)
     assert writer.flush_s == ACCESS_FLUSH_S > 0
     loop = asyncio.get_running_loop()
