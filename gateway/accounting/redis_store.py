@@ -126,7 +126,7 @@ for j = 0, n - 1 do
     counted = counted + 1
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[5 + j])
     local dh, kh, ci = A[a + 11], A[a + 12], A[a + 1]
-    local id = (dh * 1024 + kh) * 1024 + ci
+    local id = (dh * 1024 + kh) * 1024 + ci  -- unique: a chunk has under 1024 keys and cells
     local c = combos[id]
     if not c then
       local day = A[a + 2]
@@ -256,7 +256,7 @@ class RedisUsageStore:
                 at = hashes[name] = len(keys)
             return at
 
-        values: list[Any] = [cells]
+        values: list[Any] = []  # 12 a record; the chunk's cells go in front of them
         jsons: list[bytes] = []
         for r in records:
             day = self._day(r.ts)
@@ -267,9 +267,8 @@ class RedisUsageStore:
             values += (ci, day, *_metric_values(r),
                        index(self.day_key(day)), index(self.key_key(r.key_id)))
             jsons.append(dumps_lenient(r))
-        values[0] = list(cells)
-        args: list[Any] = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s, dumps(values),
-                           *jsons]
+        args: list[Any] = [self.dedup_ttl_s, self.stream_maxlen, self.retention_s,
+                           dumps([list(cells), *values]), *jsons]
         if self.fast is None:
             counted = await self._script(keys=keys, args=args)
         else:
